@@ -1,0 +1,1 @@
+"""One YAML file per named experiment; ``metarl list`` shows them."""

@@ -1,0 +1,192 @@
+"""Bernoulli multi-armed bandits as a task distribution (Duan et al. 2016; Mishra et al. 2018).
+
+A *task* is the vector of arm means, drawn i.i.d. from U[0, 1]. A gymnasium episode is one
+*trial*: ``horizon`` pulls of the same task, after which it is truncated. The observation is a
+constant placeholder: everything the agent learns comes from its previous actions and rewards,
+which the meta-learner's input wrapper supplies (RL² inputs).
+
+Two implementations with the same semantics:
+
+- :class:`BernoulliBanditEnv`, a plain :class:`gymnasium.Env` (passes ``check_env``);
+- :class:`BernoulliBanditVectorEnv`, a :class:`gymnasium.vector.VectorEnv` that steps thousands
+  of tasks at once in numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+
+def _check_sizes(num_arms: int, horizon: int) -> None:
+    if not isinstance(num_arms, (int, np.integer)) or num_arms < 1:
+        raise ValueError(f"num_arms must be a positive integer, got {num_arms!r}")
+    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+
+
+def sample_tasks(rng: np.random.Generator, num_tasks: int, num_arms: int) -> np.ndarray:
+    """Draw ``num_tasks`` tasks: arm means i.i.d. U[0, 1], shape (num_tasks, num_arms)."""
+    return rng.random((num_tasks, num_arms))
+
+
+def _check_tasks(tasks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    tasks = np.asarray(tasks, dtype=np.float64)
+    if tasks.shape != shape:
+        raise ValueError(f"tasks must have shape {shape}, got {tasks.shape}")
+    if np.any((tasks < 0) | (tasks > 1)):
+        raise ValueError("arm means must lie in [0, 1]")
+    return tasks
+
+
+class BernoulliBanditEnv(gym.Env):
+    """One k-armed Bernoulli bandit; an episode is a trial of ``horizon`` pulls.
+
+    Args:
+        num_arms: number of arms k.
+        horizon: pulls per trial n.
+
+    A new task is drawn from ``self.np_random`` at every reset, unless one was fixed with
+    :meth:`set_task` or passed as ``reset(options={"task": means})``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, num_arms: int = 5, horizon: int = 10) -> None:
+        _check_sizes(num_arms, horizon)
+        self.num_arms = int(num_arms)
+        self.horizon = int(horizon)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Discrete(self.num_arms)
+        self._fixed_task: np.ndarray | None = None
+        self.task = np.full(self.num_arms, 0.5)
+        self._t = 0
+
+    @property
+    def max_trial_steps(self) -> int:
+        """Steps in one trial."""
+        return self.horizon
+
+    def sample_tasks(self, num_tasks: int) -> np.ndarray:
+        """Draw tasks from this environment's random generator."""
+        return sample_tasks(self.np_random, num_tasks, self.num_arms)
+
+    def set_task(self, task: np.ndarray | None) -> None:
+        """Fix the arm means used from the next reset on (``None``: sample at each reset)."""
+        self._fixed_task = None if task is None else _check_tasks(task, (self.num_arms,))
+
+    def _obs(self) -> np.ndarray:
+        return np.zeros(1, dtype=np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        self.task = (
+            self._fixed_task.copy() if self._fixed_task is not None else self.sample_tasks(1)[0]
+        )
+        self._t = 0
+        return self._obs(), {"task": self.task.copy()}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.num_arms} arms")
+        reward = float(self.np_random.random() < self.task[int(action)])
+        self._t += 1
+        truncated = self._t >= self.horizon
+        return self._obs(), reward, False, truncated, {"episode_end": True}
+
+
+class BernoulliBanditVectorEnv(VectorEnv):
+    """``num_envs`` independent bandit trials stepped together in numpy.
+
+    Semantics equal ``num_envs`` copies of :class:`BernoulliBanditEnv` under gymnasium's
+    next-step autoreset: all trials have the same length, so every sub-environment ends on the
+    same step, and the step after that resets them with fresh tasks (reward 0).
+
+    Args:
+        num_envs: number of tasks stepped at once.
+        num_arms: number of arms k.
+        horizon: pulls per trial n.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, num_arms: int = 5, horizon: int = 10) -> None:
+        _check_sizes(num_arms, horizon)
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.num_arms = int(num_arms)
+        self.horizon = int(horizon)
+        self.single_observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self.single_action_space = spaces.Discrete(self.num_arms)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._fixed_tasks: np.ndarray | None = None
+        self.tasks = np.full((self.num_envs, self.num_arms), 0.5)
+        self._t = 0
+        self._needs_reset = True
+        self._rows = np.arange(self.num_envs)
+        self._obs = np.zeros((self.num_envs, 1), dtype=np.float32)
+
+    @property
+    def max_trial_steps(self) -> int:
+        """Steps in one trial."""
+        return self.horizon
+
+    def sample_tasks(self, num_tasks: int) -> np.ndarray:
+        """Draw tasks from this environment's random generator."""
+        return sample_tasks(self.np_random, num_tasks, self.num_arms)
+
+    def set_tasks(self, tasks: np.ndarray | None) -> None:
+        """Fix the arm means, shape (num_envs, num_arms), from the next reset on."""
+        shape = (self.num_envs, self.num_arms)
+        self._fixed_tasks = None if tasks is None else _check_tasks(tasks, shape)
+
+    def _new_trial(self) -> dict[str, Any]:
+        self.tasks = (
+            self._fixed_tasks.copy()
+            if self._fixed_tasks is not None
+            else self.sample_tasks(self.num_envs)
+        )
+        self._t = 0
+        self._needs_reset = False
+        return {"task": self.tasks.copy()}
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, list):
+            raise ValueError("BernoulliBanditVectorEnv takes one integer seed for all tasks")
+        super().reset(seed=seed)
+        if options and "tasks" in options:
+            self.set_tasks(options["tasks"])
+        return self._obs.copy(), self._new_trial()
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be integers of shape ({self.num_envs},)")
+        if actions.min() < 0 or actions.max() >= self.num_arms:
+            raise ValueError(f"actions must lie in [0, {self.num_arms})")
+        false = np.zeros(self.num_envs, dtype=bool)
+        if self._needs_reset:  # next-step autoreset
+            info = self._new_trial()
+            return self._obs.copy(), np.zeros(self.num_envs), false, false.copy(), info
+        means = self.tasks[self._rows, actions]
+        rewards = (self.np_random.random(self.num_envs) < means).astype(np.float64)
+        self._t += 1
+        self._needs_reset = self._t >= self.horizon
+        truncated = np.full(self.num_envs, self._needs_reset)
+        info = {"episode_end": np.ones(self.num_envs, dtype=bool)}
+        return self._obs.copy(), rewards, false, truncated, info

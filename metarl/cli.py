@@ -1,0 +1,116 @@
+"""The ``metarl`` command line: ``list``, ``train`` and ``eval``.
+
+Exit codes: 0 on success, 2 with a one-line message on bad usage, config, checkpoint or
+data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from metarl.errors import UsageError
+
+
+def _positive_minutes(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metarl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the named experiments")
+
+    train = sub.add_parser("train", help="train an experiment")
+    train.add_argument("experiment", nargs="?", help="experiment name or path to a YAML config")
+    train.add_argument("--out", help="run folder (default runs/NAME-TIMESTAMP)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. ppo.lr=1e-3",
+    )
+    train.add_argument("--seed", type=int)
+    train.add_argument("--backend", choices=["local", "ray"])
+    train.add_argument("--workers", type=int, help="Ray rollout actors")
+    train.add_argument("--ray-address", help="join a Ray cluster ('auto' or HOST:PORT)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.add_argument(
+        "--time-limit",
+        type=_positive_minutes,
+        metavar="MINUTES",
+        help="stop cleanly after this many minutes",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="evaluate a run on held-out tasks")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, help="held-out tasks (default: the config's)")
+    ev.add_argument("--json", action="store_true", help="print eval.json to stdout")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "list":
+        from agents import get_recipe
+        from metarl.config import config_names, read_raw
+
+        for name in config_names():
+            doc = (get_recipe(read_raw(name)["agent"]).__doc__ or "").strip().splitlines()[0]
+            print(f"{name:24s} {doc}")
+    elif args.command == "train":
+        from metarl.trainer import train
+
+        run = train(
+            args.experiment,
+            out=args.out,
+            overrides=args.overrides,
+            seed=args.seed,
+            backend=args.backend,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            resume=args.resume,
+            time_limit=args.time_limit,
+            progress=not args.no_progress,
+        )
+        print(
+            f"run folder: {run.path} ({run.summary['status']}, "
+            f"{run.summary['iterations']} iterations)"
+        )
+    elif args.command == "eval":
+        from metarl.eval.report import evaluate_run
+
+        report = evaluate_run(args.run_dir, args.episodes)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(
+                f"{report['experiment']}: {report['metric']} = {report['value']:.4f} "
+                f"± {report['ci95']:.4f} over {report['episodes']} held-out tasks"
+            )
+            for name, value in report["baselines"].items():
+                print(f"  {name:16s} {value:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``metarl`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except UsageError as err:
+        print(f"metarl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metarl: interrupted (checkpoint written)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

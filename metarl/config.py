@@ -1,0 +1,194 @@
+"""Experiment configuration: typed dataclasses loaded from YAML and validated once.
+
+Every experiment is one YAML file in ``configs/``. Its top-level keys are ``name``, ``agent``,
+``seed`` and one section per dataclass field of the agent's configuration class; the loader
+rejects unknown keys (suggesting the closest valid one), wrong types and out-of-range values,
+always naming the key. ``--set section.key=value`` overrides parse their value as YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from metarl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How long to train and how often to log and checkpoint.
+
+    Attributes:
+        iterations: number of training iterations (each: sample a batch, one learner update).
+        checkpoint_minutes: wall-clock minutes between periodic checkpoints.
+        time_limit_minutes: stop cleanly after this many minutes (0: no limit).
+    """
+
+    iterations: int = 100
+    checkpoint_minutes: float = 5.0
+    time_limit_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.iterations >= 1, "train.iterations", self.iterations, "an integer >= 1")
+        require(
+            self.checkpoint_minutes > 0,
+            "train.checkpoint_minutes",
+            self.checkpoint_minutes,
+            "a positive number",
+        )
+        require(
+            self.time_limit_minutes >= 0,
+            "train.time_limit_minutes",
+            self.time_limit_minutes,
+            "a number >= 0",
+        )
+
+
+@dataclasses.dataclass
+class SamplerConfig:
+    """Where rollouts run.
+
+    Attributes:
+        backend: ``local`` (in this process) or ``ray`` (``workers`` Ray actors).
+        workers: number of Ray rollout actors (ignored by the local backend).
+        ray_address: address of a running Ray cluster (``auto``, ``host:port``); empty starts a
+            local Ray instance.
+        shards: the batch is cut into this many shards, each with its own seed; workers take
+            shards, so results do not depend on the backend or the number of workers.
+    """
+
+    backend: str = "local"
+    workers: int = 2
+    ray_address: str = ""
+    shards: int = 4
+
+    def __post_init__(self) -> None:
+        require(
+            self.backend in ("local", "ray"), "sampler.backend", self.backend, "'local' or 'ray'"
+        )
+        require(self.workers >= 1, "sampler.workers", self.workers, "an integer >= 1")
+        require(self.shards >= 1, "sampler.shards", self.shards, "an integer >= 1")
+
+
+def require(ok: bool, key: str, value: Any, expected: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
+
+
+def _closest(key: str, valid: list[str], prefix: str = "") -> str:
+    """A hint naming the closest valid key (with its section prefix), or listing them all."""
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    dotted = f"{prefix}." if prefix else ""
+    return f"; did you mean '{dotted}{match[0]}'?" if match else f"; valid keys: {', '.join(valid)}"
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        return _convert(value, next(o for o in options if o is not type(None)), key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': got {value!r}, expected a list")
+        (item,) = typing.get_args(hint)[:1]
+        return origin(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(
+        f"config key '{key}': got {value!r} ({type(value).__name__}), expected {hint.__name__}"
+    )
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or cls.__name__}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'{_closest(str(key), names, prefix)}")
+        kwargs[key] = _convert(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"config section '{prefix or cls.__name__}': {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a config dataclass, as written to ``config.yaml``."""
+    return dataclasses.asdict(config)
+
+
+def set_key(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``section.key=value`` override (value parsed as YAML) to a raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects KEY=VALUE, got {assignment!r}")
+    path, raw = assignment.split("=", 1)
+    *parents, leaf = path.strip().split(".")
+    node = data
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(
+                f"unknown config key '{'.'.join(parents[: i + 1])}'"
+                f"{_closest(part, list(node), '.'.join(parents[:i]))}"
+            )
+        node = node[part]
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {path}: value {raw!r} is not valid YAML ({err})") from None
+
+
+def config_names() -> list[str]:
+    """Names of the experiments shipped in ``configs/``."""
+    return sorted(
+        p.name[:-5] for p in resources.files("configs").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def read_raw(name_or_path: str) -> dict[str, Any]:
+    """Read an experiment's YAML by name (``configs/NAME.yaml``) or by path."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+    else:
+        names = config_names()
+        if name_or_path not in names:
+            raise ConfigError(
+                f"unknown experiment '{name_or_path}'{_closest(name_or_path, names)}"
+                " (see 'metarl list')"
+            )
+        text = resources.files("configs").joinpath(f"{name_or_path}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{name_or_path}: invalid YAML ({err})") from None
+    if not isinstance(data, dict) or "agent" not in data:
+        raise ConfigError(f"{name_or_path}: a config must be a mapping with an 'agent' key")
+    return data

@@ -1,0 +1,1 @@
+"""Evaluation: baselines, adaptation curves, reports and plots."""

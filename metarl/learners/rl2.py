@@ -1,0 +1,120 @@
+"""RL²'s outer loop (Duan et al. 2016): a memory policy meta-trained by PPO on whole trials.
+
+The learner sees whole trials as sequences; the policy's memory spans the trial, so the
+advantage of an early exploratory action includes the reward it makes possible later on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from metarl.config import require
+from metarl.learners.ppo import clipped_surrogate, gae, masked_mean
+from metarl.policies import RecurrentActorCritic
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """PPO's hyper-parameters, named as in Schulman et al. 2017.
+
+    Attributes:
+        lr: Adam step size.
+        clip: surrogate clipping range epsilon.
+        epochs: passes over each batch.
+        minibatches: minibatches per epoch (whole trials each).
+        gamma: discount within a trial.
+        gae_lambda: GAE's lambda.
+        value_coef: weight of the value loss.
+        entropy_coef: weight of the entropy bonus.
+        max_grad_norm: gradient-norm clip.
+        normalize_advantages: standardise advantages per minibatch.
+    """
+
+    lr: float = 3e-4
+    clip: float = 0.2
+    epochs: int = 4
+    minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "ppo.lr", self.lr, "a positive number")
+        require(0 < self.clip < 1, "ppo.clip", self.clip, "a number in (0, 1)")
+        require(self.epochs >= 1, "ppo.epochs", self.epochs, "an integer >= 1")
+        require(self.minibatches >= 1, "ppo.minibatches", self.minibatches, "an integer >= 1")
+        require(0 < self.gamma <= 1, "ppo.gamma", self.gamma, "a number in (0, 1]")
+        require(0 <= self.gae_lambda <= 1, "ppo.gae_lambda", self.gae_lambda, "a number in [0, 1]")
+        require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+class RL2:
+    """Meta-trains a :class:`RecurrentActorCritic` with PPO on batches of whole trials.
+
+    Args:
+        policy: the memory policy; updated in place.
+        config: PPO's hyper-parameters.
+    """
+
+    def __init__(self, policy: RecurrentActorCritic, config: PPOConfig) -> None:
+        self.policy = policy
+        self.config = config
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
+
+    def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
+        """One PPO update on a batch with keys inputs (B,T,D), actions, logp, values,
+        rewards, dones, mask (B,T). ``generator`` shuffles the minibatches."""
+        cfg = self.config
+        mask = batch["mask"]
+        advantages, returns = gae(
+            batch["rewards"], batch["values"], batch["dones"], cfg.gamma, cfg.gae_lambda
+        )
+        num_trials = mask.shape[0]
+        size = max(1, num_trials // cfg.minibatches)
+        stats: dict[str, list[float]] = {
+            "policy_loss": [],
+            "value_loss": [],
+            "entropy": [],
+            "approx_kl": [],
+            "clip_fraction": [],
+        }
+        for _ in range(cfg.epochs):
+            order = torch.randperm(num_trials, generator=generator)
+            for start in range(0, num_trials, size):
+                idx = order[start : start + size]
+                m = mask[idx]
+                logits, values = self.policy(batch["inputs"][idx])
+                logprobs = torch.log_softmax(logits, dim=-1)
+                logp = logprobs.gather(-1, batch["actions"][idx].unsqueeze(-1)).squeeze(-1)
+                adv = advantages[idx]
+                if cfg.normalize_advantages:
+                    mean = masked_mean(adv, m)
+                    std = masked_mean((adv - mean) ** 2, m).sqrt()
+                    adv = (adv - mean) / (std + 1e-8)
+                policy_loss = -masked_mean(
+                    clipped_surrogate(logp, batch["logp"][idx], adv, cfg.clip), m
+                )
+                value_loss = 0.5 * masked_mean((values - returns[idx]) ** 2, m)
+                entropy = masked_mean(-(logprobs.exp() * logprobs).sum(-1), m)
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    log_ratio = logp - batch["logp"][idx]
+                    stats["approx_kl"].append(
+                        masked_mean(log_ratio.exp() - 1 - log_ratio, m).item()
+                    )
+                    clipped = ((log_ratio.exp() - 1).abs() > cfg.clip).float()
+                    stats["clip_fraction"].append(masked_mean(clipped, m).item())
+                stats["policy_loss"].append(policy_loss.item())
+                stats["value_loss"].append(value_loss.item())
+                stats["entropy"].append(entropy.item())
+        return {k: sum(v) / len(v) for k, v in stats.items()}

@@ -1,0 +1,73 @@
+"""Policies for black-box meta-RL: a sequence backbone with actor and critic heads.
+
+The RL² inputs (Duan et al. 2016) at step t are the observation o_t, the previous action
+a_{t-1} (one-hot), the previous reward r_{t-1} and the previous episode-end flag d_{t-1}; the
+backbone's memory starts empty at the start of a trial and persists across its episodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor, nn
+
+from metarl.backbones.base import SequenceBackbone
+
+
+def rl2_input_size(obs_size: int, num_actions: int) -> int:
+    """Width of one RL² input vector."""
+    return obs_size + num_actions + 2
+
+
+def rl2_inputs(
+    obs: np.ndarray,
+    prev_actions: np.ndarray,
+    prev_rewards: np.ndarray,
+    prev_dones: np.ndarray,
+    num_actions: int,
+) -> np.ndarray:
+    """Concatenate (o_t, onehot(a_{t-1}), r_{t-1}, d_{t-1}) for a batch; a_{-1} = -1 is none."""
+    batch = obs.shape[0]
+    onehot = np.zeros((batch, num_actions), dtype=np.float32)
+    has_prev = prev_actions >= 0
+    onehot[np.flatnonzero(has_prev), prev_actions[has_prev]] = 1.0
+    return np.concatenate(
+        [
+            obs.reshape(batch, -1).astype(np.float32),
+            onehot,
+            prev_rewards.astype(np.float32)[:, None],
+            prev_dones.astype(np.float32)[:, None],
+        ],
+        axis=1,
+    )
+
+
+class RecurrentActorCritic(nn.Module):
+    """Categorical actor and value critic sharing one sequence backbone.
+
+    Args:
+        backbone: any :class:`SequenceBackbone` (SNAIL, LSTM, ...).
+        num_actions: size of the discrete action space.
+    """
+
+    def __init__(self, backbone: SequenceBackbone, num_actions: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_actions = num_actions
+        self.actor = nn.Linear(backbone.output_size, num_actions)
+        self.critic = nn.Linear(backbone.output_size, 1)
+        nn.init.orthogonal_(self.actor.weight, gain=0.01)
+        nn.init.zeros_(self.actor.bias)
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, A) and values (B, T) for whole trials (B, T, D)."""
+        features = self.backbone(inputs)
+        return self.actor(features), self.critic(features).squeeze(-1)
+
+    def initial_state(self, batch_size: int, max_len: int) -> object:
+        """Empty memory for ``batch_size`` trials of at most ``max_len`` steps."""
+        return self.backbone.initial_state(batch_size, max_len)
+
+    def step(self, inputs: Tensor, state: object) -> tuple[Tensor, Tensor, object]:
+        """One step for a batch (B, D): logits (B, A), values (B,) and the new memory."""
+        features, state = self.backbone.step(inputs, state)
+        return self.actor(features), self.critic(features).squeeze(-1), state

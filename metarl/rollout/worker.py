@@ -1,0 +1,141 @@
+"""The rollout worker: runs whole trials of a memory policy on a batched task distribution.
+
+One class serves every backend: the local sampler calls it in-process, the Ray sampler runs
+copies of it as actors. Work comes as :class:`Shard` s, each with its own seed, so a shard's
+trials are the same whichever worker runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+
+from metarl.policies import RecurrentActorCritic, rl2_inputs
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """A unit of sampling work: ``num_tasks`` trials seeded by ``seed``.
+
+    Attributes:
+        seed: seeds the environment (tasks and rewards) and the action sampling.
+        num_tasks: trials run in parallel, one per task.
+        tasks: fixed tasks (one row per trial); ``None`` draws them from the seed.
+    """
+
+    seed: int
+    num_tasks: int
+    tasks: np.ndarray | None = None
+
+
+def shard_seeds(seed: int, iteration: int, shards: int) -> list[int]:
+    """Independent 32-bit seeds for the shards of one iteration, derived from the run's seed."""
+    states = np.random.SeedSequence([seed, iteration]).generate_state(shards)
+    return [int(s) for s in states]
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """Join shard batches along the trial axis, padding time to the longest shard."""
+    horizon = max(b["mask"].shape[1] for b in batches)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in batches[0]}
+    for b in batches:
+        pad = horizon - b["mask"].shape[1]
+        for k, v in b.items():
+            widths = [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2) if v.ndim >= 2 else [(0, 0)]
+            out[k].append(np.pad(v, widths))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+class RolloutWorker:
+    """Samples whole trials with a :class:`RecurrentActorCritic`.
+
+    Args:
+        make_env: builds a batched task distribution with a given number of tasks; the env
+            exposes ``max_trial_steps`` and reads fixed tasks from ``reset(options={"tasks"})``.
+        make_policy: builds the policy (weights come later through :meth:`sample`).
+        deterministic: act greedily instead of sampling from the policy.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[int], VectorEnv],
+        make_policy: Callable[[], RecurrentActorCritic],
+        deterministic: bool = False,
+    ) -> None:
+        self.make_env = make_env
+        self.policy = make_policy()
+        self.policy.eval()
+        self.deterministic = deterministic
+        self._envs: dict[int, VectorEnv] = {}
+
+    def sample(self, weights: dict[str, Any] | None, shards: list[Shard]) -> list[Batch]:
+        """Load ``weights`` (if given) and run one trial per task of each shard.
+
+        Runs on one torch thread: acting is a long chain of small tensor operations, which
+        intra-op threads slow down (ten times, measured, when the other core is busy)."""
+        if weights is not None:
+            self.policy.load_state_dict(weights)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [self.run_trials(shard) for shard in shards]
+        finally:
+            torch.set_num_threads(threads)
+
+    def _env(self, num_tasks: int) -> VectorEnv:
+        if num_tasks not in self._envs:
+            self._envs[num_tasks] = self.make_env(num_tasks)
+        return self._envs[num_tasks]
+
+    @torch.no_grad()
+    def run_trials(self, shard: Shard) -> Batch:
+        """Run one trial for each of the shard's tasks; return (B, T) arrays."""
+        env = self._env(shard.num_tasks)
+        num_actions = int(env.single_action_space.n)
+        generator = torch.Generator().manual_seed(shard.seed)
+        obs, _ = env.reset(seed=shard.seed, options={"tasks": shard.tasks})
+        batch = shard.num_tasks
+        state = self.policy.initial_state(batch, env.max_trial_steps)
+        prev_actions = np.full(batch, -1)
+        prev_rewards = np.zeros(batch)
+        prev_dones = np.zeros(batch, dtype=bool)
+        alive = np.ones(batch, dtype=bool)
+        steps: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("inputs", "actions", "logp", "values", "rewards", "dones", "mask")
+        }
+        while alive.any():
+            inputs = rl2_inputs(obs, prev_actions, prev_rewards, prev_dones, num_actions)
+            logits, values, state = self.policy.step(torch.from_numpy(inputs), state)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            if self.deterministic:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+            logp = logprobs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            actions_np = actions.numpy()
+            obs, rewards, terminated, truncated, info = env.step(actions_np)
+            trial_end = terminated | truncated
+            for key, value in (
+                ("inputs", inputs),
+                ("actions", actions_np),
+                ("logp", logp.numpy()),
+                ("values", values.numpy()),
+                ("rewards", rewards * alive),
+                ("dones", trial_end & alive),
+                ("mask", alive.copy()),
+            ):
+                steps[key].append(value)
+            alive &= ~trial_end
+            prev_actions = actions_np
+            prev_rewards = rewards
+            prev_dones = info.get("episode_end", trial_end)
+        out = {k: np.stack(v, axis=1) for k, v in steps.items()}
+        out["returns"] = out["rewards"].sum(axis=1)
+        return out

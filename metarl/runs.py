@@ -1,0 +1,121 @@
+"""The run folder: resolved config, metrics, atomic checkpoints, summary.
+
+Layout (the contract in DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per iteration),
+``checkpoint.pt``, ``summary.json``, ``tb/`` (TensorBoard), and after evaluation ``eval.json``
+and ``eval.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from metarl.errors import UsageError
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/NAME-YYYYmmdd-HHMMSS`` under the working directory."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuse to train into a folder that already holds a run."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(
+            f"run folder {path} already exists and is not empty "
+            "(use --resume to continue it, or another --out)"
+        )
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write ``state`` to ``path/checkpoint.pt``."""
+    write_atomic(path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a run's checkpoint, with a one-line error when it is missing or unreadable."""
+    file = path / CHECKPOINT
+    if not file.is_file():
+        raise UsageError(f"no checkpoint in {path} (expected {file})")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise UsageError(
+            f"checkpoint {file} is corrupt or truncated "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
+    if not isinstance(state, dict) or "iteration" not in state or "agent" not in state:
+        raise UsageError(f"checkpoint {file} is not a metarl checkpoint")
+    return state
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """The resolved config a run was trained with."""
+    file = path / CONFIG
+    if not file.is_file():
+        raise UsageError(f"{path} is not a run folder (no {CONFIG})")
+    return yaml.safe_load(file.read_text())
+
+
+class MetricsLog:
+    """``metrics.csv``, one row per iteration; on resume, rows past the checkpoint are dropped
+    so the curve continues exactly where the checkpoint left it."""
+
+    def __init__(self, path: Path, keep_below: int = 0) -> None:
+        self.file = path / METRICS
+        rows = []
+        if keep_below and self.file.is_file():
+            with self.file.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) < keep_below]
+        self.fields: list[str] = list(rows[0]) if rows else []
+        self._rows = rows
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with self.file.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            if self.fields:
+                writer.writeheader()
+                writer.writerows(self._rows)
+
+    def append(self, row: dict[str, float]) -> None:
+        if not self.fields:
+            self.fields = list(row)
+            self._rows.append(row)
+            self._rewrite()
+            return
+        with self.file.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` as floats."""
+    with (path / METRICS).open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,235 @@
+"""The training loop shared by every experiment: iterate, log, checkpoint, stop on time.
+
+Randomness of iteration ``i`` is derived from ``(seed, i)`` only, so a run resumed from a
+checkpoint continues exactly the curve it would have drawn uninterrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from agents import get_recipe
+from metarl import runs
+from metarl.config import from_dict, read_raw, set_key, to_dict
+from metarl.errors import UsageError
+
+
+class Agent(Protocol):
+    """What a recipe builds: a meta-learner with its sampler, trained one iteration at a time."""
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        """Sample and update once; returns metrics including ``mean_return`` and ``env_steps``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def evaluate(self, episodes: int) -> dict[str, Any]:
+        """Measure on held-out tasks; returns the fields of ``eval.json``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished (or stopped) training run.
+
+    Attributes:
+        path: the run folder.
+        config: the resolved configuration.
+        summary: the contents of ``summary.json``.
+    """
+
+    path: Path
+    config: Any
+    summary: dict[str, Any]
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, Any]:
+        """Evaluate this run (see :func:`metarl.evaluate`)."""
+        from metarl.eval.report import evaluate_run
+
+        return evaluate_run(self.path, episodes)
+
+
+def resolve_config(raw: dict[str, Any]) -> Any:
+    """Validate a raw config dict into the typed config of its agent's recipe."""
+    return from_dict(get_recipe(str(raw.get("agent"))).Config, raw)
+
+
+def build_config(
+    experiment: str | None,
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    resume: str | Path | None = None,
+) -> dict[str, Any]:
+    """The raw config of a new run (by name or path) or of the run being resumed, with
+    ``--set`` style overrides applied."""
+    if resume is not None:
+        raw = runs.read_run_config(Path(resume))
+        if experiment and not experiment.endswith((".yaml", ".yml")) and experiment != raw["name"]:
+            raise UsageError(f"--resume {resume} holds a '{raw['name']}' run, not '{experiment}'")
+    elif experiment:
+        raw = read_raw(experiment)
+    else:
+        raise UsageError("name an experiment (see 'metarl list') or --resume a run folder")
+    items = overrides.items() if isinstance(overrides, Mapping) else None
+    for assignment in [f"{k}={v}" for k, v in items] if items is not None else overrides:
+        set_key(raw, assignment)
+    return raw
+
+
+def train(
+    experiment: str | None = None,
+    *,
+    out: str | Path | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    seed: int | None = None,
+    backend: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    resume: str | Path | None = None,
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> Run:
+    """Train an experiment by name (``configs/NAME.yaml``) or path and return the run.
+
+    Args:
+        experiment: experiment name or YAML path; optional with ``resume``.
+        out: run folder (default ``runs/NAME-TIMESTAMP``); must be new or empty.
+        overrides: ``{"ppo.lr": 1e-3}`` or ``["ppo.lr=1e-3"]``.
+        seed: overrides the config's seed.
+        backend, workers, ray_address: override the ``sampler`` section.
+        resume: a run folder to continue from its checkpoint.
+        time_limit: stop cleanly after this many minutes (checkpoint and summary written).
+        progress: show a progress bar.
+
+    Example:
+        >>> run = metarl.train("snail-bandit", time_limit=5)  # doctest: +SKIP
+        >>> run.evaluate()["value"]  # doctest: +SKIP
+    """
+    raw = build_config(experiment, overrides, resume)
+    for key, value in (("seed", seed),):
+        if value is not None:
+            raw[key] = value
+    for key, value in (("backend", backend), ("workers", workers), ("ray_address", ray_address)):
+        if value is not None:
+            raw.setdefault("sampler", {})[key] = value
+    if time_limit is not None:
+        raw.setdefault("train", {})["time_limit_minutes"] = time_limit
+    config = resolve_config(raw)
+    checkpoint = runs.load_checkpoint(Path(resume)) if resume is not None else None
+    path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
+    if resume is None:
+        runs.check_new_run_dir(path)
+    agent = get_recipe(config.agent).build(config)
+    try:
+        return _loop(agent, config, path, checkpoint, progress)
+    finally:
+        agent.close()
+
+
+def _loop(
+    agent: Agent, config: Any, path: Path, checkpoint: dict[str, Any] | None, progress: bool
+) -> Run:
+    from torch.utils.tensorboard import SummaryWriter
+
+    path.mkdir(parents=True, exist_ok=True)
+    runs.write_yaml(path / runs.CONFIG, to_dict(config))
+    start, env_steps, elapsed = 0, 0, 0.0
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        start, env_steps = checkpoint["iteration"], checkpoint["env_steps"]
+        elapsed = checkpoint["elapsed"]
+    metrics = runs.MetricsLog(path, keep_below=start)
+    writer = SummaryWriter(str(path / "tb"))
+    train_cfg = config.train
+    limit = train_cfg.time_limit_minutes * 60
+    began = time.monotonic()
+    last_save = began
+    iteration, status, last = start, "finished", {}
+
+    def save() -> None:
+        runs.save_checkpoint(
+            path,
+            {
+                "iteration": iteration,
+                "agent": agent.state_dict(),
+                "env_steps": env_steps,
+                "elapsed": elapsed + time.monotonic() - began,
+                "config": to_dict(config),
+            },
+        )
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    bar = tqdm(
+        total=train_cfg.iterations,
+        initial=start,
+        disable=not progress,
+        desc=config.name,
+        unit="it",
+        dynamic_ncols=True,
+    )
+    try:
+        while iteration < train_cfg.iterations:
+            tick = time.monotonic()
+            torch.manual_seed(config.seed * 1_000_003 + iteration)
+            last = agent.train_iteration(iteration)
+            env_steps += int(last["env_steps"])
+            iteration += 1
+            now = time.monotonic()
+            row = {
+                "iteration": iteration - 1,
+                "total_env_steps": env_steps,
+                "wall_time": round(elapsed + now - began, 3),
+                "steps_per_s": round(last["env_steps"] / max(now - tick, 1e-9), 1),
+                **last,
+            }
+            metrics.append(row)
+            for key, value in row.items():
+                writer.add_scalar(key, value, iteration - 1)
+            postfix = {
+                "return": f"{last['mean_return']:.3f}",
+                "steps/s": f"{row['steps_per_s']:.0f}",
+            }
+            if limit:
+                postfix["left"] = f"{max(0.0, limit - (now - began)) / 60:.1f}min"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update()
+            if now - last_save >= train_cfg.checkpoint_minutes * 60:
+                save()
+                last_save = now
+            if limit and now - began >= limit and iteration < train_cfg.iterations:
+                status = "time_limit"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        writer.close()
+    save()
+    summary = {
+        "experiment": config.name,
+        "status": status,
+        "iterations": iteration,
+        "env_steps": env_steps,
+        "wall_time_s": round(elapsed + time.monotonic() - began, 1),
+        "final_mean_return": last.get("mean_return"),
+    }
+    runs.write_json(path / runs.SUMMARY, summary)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return Run(path=path, config=config, summary=summary)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
