@@ -20,7 +20,8 @@ def run_baseline(policy: BanditPolicy, tasks: np.ndarray, horizon: int, seed: in
     num_tasks, num_arms = tasks.shape
     env = BernoulliBanditVectorEnv(num_tasks, num_arms, horizon)
     env.reset(seed=seed, options={"tasks": tasks})
-    policy.reset(num_tasks, num_arms, horizon, np.random.default_rng(seed))
+    # the policy's own stream: reusing ``seed`` would replay the env's reward draws
+    policy.reset(num_tasks, num_arms, horizon, np.random.default_rng([seed, 1]))
     rewards = np.zeros((num_tasks, horizon))
     for t in range(horizon):
         actions = policy.act()
