@@ -31,11 +31,14 @@ class TrainConfig:
         iterations: number of training iterations (each: sample a batch, one learner update).
         checkpoint_minutes: wall-clock minutes between periodic checkpoints.
         time_limit_minutes: stop cleanly after this many minutes (0: no limit).
+        threads: torch intra-op threads of the learner (0: torch's default). Small models
+            train faster on one thread, and leave the other cores to rollout workers.
     """
 
     iterations: int = 100
     checkpoint_minutes: float = 5.0
     time_limit_minutes: float = 0.0
+    threads: int = 0
 
     def __post_init__(self) -> None:
         require(self.iterations >= 1, "train.iterations", self.iterations, "an integer >= 1")

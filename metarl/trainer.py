@@ -126,6 +126,8 @@ def train(
     if time_limit is not None:
         raw.setdefault("train", {})["time_limit_minutes"] = time_limit
     config = resolve_config(raw)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
     checkpoint = runs.load_checkpoint(Path(resume)) if resume is not None else None
     path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
     if resume is None:
