@@ -58,12 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "list":
-        from agents import get_recipe
-        from metarl.config import config_names, read_raw
+        from metarl.config import config_names, describe
 
         for name in config_names():
-            doc = (get_recipe(read_raw(name)["agent"]).__doc__ or "").strip().splitlines()[0]
-            print(f"{name:24s} {doc}")
+            print(f"{name:24s} {describe(name)}")
     elif args.command == "train":
         from metarl.trainer import train
 

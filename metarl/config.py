@@ -173,6 +173,14 @@ def config_names() -> list[str]:
     )
 
 
+def describe(name: str) -> str:
+    """The first comment line of ``configs/NAME.yaml``: what the experiment is."""
+    for line in resources.files("configs").joinpath(f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
 def read_raw(name_or_path: str) -> dict[str, Any]:
     """Read an experiment's YAML by name (``configs/NAME.yaml``) or by path."""
     if name_or_path.endswith((".yaml", ".yml")):
