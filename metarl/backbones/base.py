@@ -25,6 +25,14 @@ def require_positive(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
 
 
+def input_projection(owner: str, input_size: int, projection_size: int | None) -> nn.Module:
+    """A linear projection to ``projection_size`` features, or the identity for ``None``."""
+    if projection_size is None:
+        return nn.Identity()
+    require_positive(owner, "projection_size", projection_size)
+    return nn.Linear(input_size, projection_size)
+
+
 @dataclasses.dataclass(kw_only=True)
 class BackboneState:
     """Step-wise memory of a batch of sequences, all at the same step.

@@ -8,7 +8,12 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from metarl.backbones.base import BackboneState, SequenceBackbone, require_positive
+from metarl.backbones.base import (
+    BackboneState,
+    SequenceBackbone,
+    input_projection,
+    require_positive,
+)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -46,13 +51,8 @@ class LSTMBackbone(SequenceBackbone[LSTMState]):
         super().__init__(input_size, max_len)
         require_positive("LSTMBackbone", "hidden_size", hidden_size)
         require_positive("LSTMBackbone", "num_layers", num_layers)
-        if projection_size is None:
-            self.projection: nn.Module = nn.Identity()
-            width = input_size
-        else:
-            require_positive("LSTMBackbone", "projection_size", projection_size)
-            self.projection = nn.Linear(input_size, projection_size)
-            width = projection_size
+        self.projection = input_projection("LSTMBackbone", input_size, projection_size)
+        width = input_size if projection_size is None else projection_size
         self.lstm = nn.LSTM(width, hidden_size, num_layers, batch_first=True)
         self.output_size = hidden_size
 

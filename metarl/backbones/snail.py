@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import BackboneState, SequenceBackbone, require_positive
+from metarl.backbones.base import (
+    BackboneState,
+    SequenceBackbone,
+    input_projection,
+    require_positive,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,13 +270,8 @@ class SNAIL(SequenceBackbone[SNAILState]):
         projection_size: int | None = 32,
     ) -> None:
         super().__init__(input_size, max_len)
-        if projection_size is None:
-            self.projection: nn.Module = nn.Identity()
-            width = input_size
-        else:
-            require_positive("SNAIL", "projection_size", projection_size)
-            self.projection = nn.Linear(input_size, projection_size)
-            width = projection_size
+        self.projection = input_projection("SNAIL", input_size, projection_size)
+        width = input_size if projection_size is None else projection_size
         self._embedding_size = width
         kinds = "TCBlockSpec or AttentionBlockSpec"
         if not blocks:
