@@ -95,24 +95,21 @@ class MetricsLog:
             with self.file.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["iteration"]) < keep_below]
         self.fields: list[str] = list(rows[0]) if rows else []
-        self._rows = rows
-        self._rewrite()
+        self._write(rows, mode="w")
 
-    def _rewrite(self) -> None:
-        with self.file.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            if self.fields:
+    def _write(self, rows: list[dict], mode: str) -> None:
+        with self.file.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if mode == "w" and self.fields:
                 writer.writeheader()
-                writer.writerows(self._rows)
+            writer.writerows(rows)
 
     def append(self, row: dict[str, float]) -> None:
-        if not self.fields:
+        if not self.fields:  # the first row names the columns
             self.fields = list(row)
-            self._rows.append(row)
-            self._rewrite()
-            return
-        with self.file.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+            self._write([row], mode="w")
+        else:
+            self._write([row], mode="a")
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

@@ -117,9 +117,8 @@ def train(
         >>> run.evaluate()["value"]  # doctest: +SKIP
     """
     raw = build_config(experiment, overrides, resume)
-    for key, value in (("seed", seed),):
-        if value is not None:
-            raw[key] = value
+    if seed is not None:
+        raw["seed"] = seed
     for key, value in (("backend", backend), ("workers", workers), ("ray_address", ray_address)):
         if value is not None:
             raw.setdefault("sampler", {})[key] = value
