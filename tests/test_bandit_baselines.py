@@ -11,8 +11,8 @@ from metarl.eval.bandit_baselines import (
     GittinsPolicy,
     GreedyPolicy,
     RandomPolicy,
-    simulate,
 )
+from metarl.eval.bandits import run_baseline
 from metarl.eval.bayes_optimal import index_policy_value
 from metarl.eval.gittins import argmax_random_ties, gittins_discount, gittins_index_table
 
@@ -32,9 +32,8 @@ def test_registry_names_every_policy():
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_policies_play_a_batch_of_bandits(name):
-    rng = np.random.default_rng(0)
-    means = rng.random((64, 2))
-    rewards = simulate(BASELINES[name](), means, 7, rng)
+    means = np.random.default_rng(0).random((64, 2))
+    rewards = run_baseline(BASELINES[name](), means, 7, seed=0)
     assert rewards.shape == (64, 7) and rewards.dtype == np.float64
     assert set(np.unique(rewards)) <= {0.0, 1.0}
     policy = BASELINES[name]()
@@ -46,7 +45,7 @@ def test_policies_play_a_batch_of_bandits(name):
 
 def test_same_seed_same_rewards():
     means = np.random.default_rng(0).random((32, 5))
-    runs = [simulate(BASELINES["thompson"](), means, 20, np.random.default_rng(7)) for _ in "ab"]
+    runs = [run_baseline(BASELINES["thompson"](), means, 20, seed=7) for _ in "ab"]
     np.testing.assert_array_equal(*runs)
 
 
@@ -59,7 +58,7 @@ def test_ties_are_broken_uniformly_at_random():
 
 
 def simulate_actions(policy, means: np.ndarray, horizon: int, rng) -> np.ndarray:
-    """The arms pulled (num_tasks, horizon), rewards drawn as in :func:`simulate`."""
+    """The arms pulled (num_tasks, horizon), rewards drawn from ``rng``."""
     rows = np.arange(len(means))
     policy.reset(*means.shape, horizon, rng)
     actions = np.zeros((len(means), horizon), dtype=np.int64)
@@ -91,7 +90,7 @@ def greedy_index(successes: int, failures: int) -> float:
 
 @pytest.mark.parametrize("name", ["gittins", "greedy"])
 def test_simulated_return_matches_exact_value(name):
-    """Monte Carlo through ``simulate`` agrees with the exact value of the same index rule."""
+    """Monte Carlo through the bandit env agrees with the exact value of the same index rule."""
     horizon, num_arms, num_tasks = 6, 3, 40_000
     table = gittins_index_table(0.8, horizon - 1)
     policy, index = {
@@ -99,8 +98,8 @@ def test_simulated_return_matches_exact_value(name):
         "greedy": (GreedyPolicy(), greedy_index),
     }[name]
     exact = index_policy_value(index, num_arms, horizon)
-    rng = np.random.default_rng(3)
-    totals = simulate(policy, rng.random((num_tasks, num_arms)), horizon, rng).sum(axis=1)
+    means = np.random.default_rng(3).random((num_tasks, num_arms))
+    totals = run_baseline(policy, means, horizon, seed=3).sum(axis=1)
     assert abs(totals.mean() - exact) < 4 * totals.std() / np.sqrt(num_tasks)
 
 
@@ -110,7 +109,7 @@ def test_baselines_are_ordered_as_published():
     horizon, num_tasks = 100, 2_000
     means = np.random.default_rng(0).random((num_tasks, 5))
     totals = {
-        name: simulate(BASELINES[name](), means, horizon, np.random.default_rng(1)).sum(axis=1)
+        name: run_baseline(BASELINES[name](), means, horizon, seed=1).sum(axis=1)
         for name in ("random", "thompson", "gittins", "ucb1")
     }
 
@@ -142,7 +141,7 @@ def test_bad_settings_and_data_raise():
     with pytest.raises(ValueError, match="discount"):
         GittinsPolicy(discount=1.0)
     with pytest.raises(ValueError, match="means"):
-        simulate(RandomPolicy(), np.array([[0.5, 1.5]]), 3, np.random.default_rng(0))
+        run_baseline(RandomPolicy(), np.array([[0.5, 1.5]]), 3, seed=0)
     policy = RandomPolicy()
     policy.reset(1, 2, 3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="0 or 1"):

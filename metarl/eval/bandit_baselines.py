@@ -3,7 +3,8 @@
 These are the baselines of Duan et al. (2016, RL², Table 1) and Mishra et al. (2018, SNAIL):
 random, greedy, epsilon-greedy, UCB1, Thompson sampling and the Gittins index rule. Each
 policy plays ``num_tasks`` independent bandits at once through three verbs, so that the same
-code can drive a gymnasium vector environment or :func:`simulate`::
+code drives any batched bandit, such as the gymnasium vector environment stepped by
+:func:`metarl.eval.bandits.run_baseline`::
 
     policy.reset(num_tasks, num_arms, horizon, rng)
     actions = policy.act()              # (num_tasks,) arm indices
@@ -183,29 +184,3 @@ BASELINES: dict[str, Callable[[], BanditPolicy]] = {
     )
 }
 """Every baseline by name, each built with its default settings."""
-
-
-def simulate(
-    policy: BanditPolicy, means: np.ndarray, horizon: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Play ``policy`` for ``horizon`` pulls on the bandits with arm means ``means``
-    (num_tasks, num_arms), drawing Bernoulli rewards from ``rng``.
-
-    Returns:
-        the rewards, float64 of shape (num_tasks, horizon).
-    """
-    means = np.asarray(means, dtype=np.float64)
-    if means.ndim != 2 or np.any((means < 0) | (means > 1)):
-        raise ValueError(
-            f"means must be a (num_tasks, num_arms) array of probabilities in [0, 1], "
-            f"got an array of shape {means.shape}"
-        )
-    num_tasks, num_arms = means.shape
-    policy.reset(num_tasks, num_arms, horizon, rng)
-    rows = np.arange(num_tasks)
-    rewards = np.zeros((num_tasks, horizon))
-    for t in range(horizon):
-        actions = policy.act()
-        rewards[:, t] = rng.random(num_tasks) < means[rows, actions]
-        policy.observe(actions, rewards[:, t])
-    return rewards
