@@ -125,17 +125,19 @@ def train(
     if time_limit is not None:
         raw.setdefault("train", {})["time_limit_minutes"] = time_limit
     config = resolve_config(raw)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     checkpoint = runs.load_checkpoint(Path(resume)) if resume is not None else None
     path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
     if resume is None:
         runs.check_new_run_dir(path)
+    threads = torch.get_num_threads()
+    if config.train.threads:  # for this run only: a notebook keeps its own setting
+        torch.set_num_threads(config.train.threads)
     agent = get_recipe(config.agent).build(config)
     try:
         return _loop(agent, config, path, checkpoint, progress)
     finally:
         agent.close()
+        torch.set_num_threads(threads)
 
 
 def _loop(
