@@ -12,7 +12,7 @@ from types import ModuleType
 
 from metarl.errors import ConfigError
 
-RECIPES = {"rl2-bandit": "agents.rl2_bandit"}
+RECIPES = {"rl2-bandit": "agents.rl2_bandit", "fewshot-omniglot": "agents.fewshot_omniglot"}
 
 
 def get_recipe(name: str) -> ModuleType:

@@ -18,11 +18,9 @@ import torch
 from envs.bandits import BernoulliBanditVectorEnv, sample_tasks
 from metarl.backbones import (
     BACKBONES,
-    AttentionBlockSpec,
-    BlockSpec,
     SequenceBackbone,
-    TCBlockSpec,
     build_backbone,
+    parse_block,
 )
 from metarl.config import SamplerConfig, TrainConfig, require
 from metarl.learners.rl2 import RL2, PPOConfig
@@ -43,16 +41,6 @@ class BanditConfig:
     def __post_init__(self) -> None:
         require(self.num_arms >= 1, "env.num_arms", self.num_arms, "an integer >= 1")
         require(self.horizon >= 1, "env.horizon", self.horizon, "an integer >= 1")
-
-
-def parse_block(text: str) -> BlockSpec:
-    """``"tc FILTERS"`` or ``"attention KEY_SIZE VALUE_SIZE"`` as a SNAIL block spec."""
-    kind, *sizes = text.split()
-    if kind == "tc" and len(sizes) == 1 and sizes[0].isdigit():
-        return TCBlockSpec(int(sizes[0]))
-    if kind == "attention" and len(sizes) == 2 and all(x.isdigit() for x in sizes):
-        return AttentionBlockSpec(int(sizes[0]), int(sizes[1]))
-    raise ValueError(text)
 
 
 @dataclasses.dataclass
@@ -178,6 +166,8 @@ def _split(total: int, parts: int) -> list[int]:
 
 class RL2BanditAgent:
     """Samples trials on rollout workers and updates the policy with PPO."""
+
+    headline = "mean_return"
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -5,11 +5,15 @@ In Python, one call trains an experiment and one evaluates it::
     import metarl
     run = metarl.train("snail-bandit", time_limit=5)
     report = metarl.evaluate(run.path)
+
+and one call classifies new images with a trained few-shot run::
+
+    labels = metarl.classify(run.path, support_images, support_labels, query_images)
 """
 
 from typing import Any
 
-__all__ = ["Run", "evaluate", "train"]
+__all__ = ["Run", "classify", "evaluate", "train"]
 __version__ = "0.1.0"
 
 
@@ -23,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from metarl.eval.report import evaluate_run
 
         return evaluate_run
+    if name == "classify":
+        from metarl.fewshot.inference import classify
+
+        return classify
     raise AttributeError(f"module 'metarl' has no attribute {name!r}")

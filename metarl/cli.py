@@ -47,11 +47,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help="stop cleanly after this many minutes",
     )
+    train.add_argument("--data-dir", help="few-shot: dataset folder (default $METARL_DATA)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluate a run on held-out tasks")
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, help="held-out tasks (default: the config's)")
+    ev.add_argument("--ways", type=int, help="few-shot: classes per test episode")
+    ev.add_argument("--shots", type=int, help="few-shot: support images per class")
+    ev.add_argument("--data-dir", help="few-shot: dataset folder (default: the run's)")
     ev.add_argument("--json", action="store_true", help="print eval.json to stdout")
     return parser
 
@@ -75,6 +79,7 @@ def _run(args: argparse.Namespace) -> None:
             ray_address=args.ray_address,
             resume=args.resume,
             time_limit=args.time_limit,
+            data_dir=args.data_dir,
             progress=not args.no_progress,
         )
         print(
@@ -84,12 +89,15 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "eval":
         from metarl.eval.report import evaluate_run
 
-        report = evaluate_run(args.run_dir, args.episodes)
+        report = evaluate_run(
+            args.run_dir, args.episodes, ways=args.ways, shots=args.shots, data_dir=args.data_dir
+        )
         if args.json:
             print(json.dumps(report, indent=2))
         else:
+            setting = f" ({report['ways']}-way {report['shots']}-shot)" if "ways" in report else ""
             print(
-                f"{report['experiment']}: {report['metric']} = {report['value']:.4f} "
+                f"{report['experiment']}{setting}: {report['metric']} = {report['value']:.4f} "
                 f"± {report['ci95']:.4f} over {report['episodes']} held-out tasks"
             )
             for name, value in report["baselines"].items():

@@ -88,6 +88,13 @@ def require(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
 
 
+def require_positive_ints(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
+    """:func:`require` that each named field of a config section is an integer >= 1."""
+    for key in keys:
+        value = getattr(section, key)
+        require(value >= 1, f"{prefix}.{key}", value, "an integer >= 1")
+
+
 def _closest(key: str, valid: list[str], prefix: str = "") -> str:
     """A hint naming the closest valid key (with its section prefix), or listing them all."""
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)

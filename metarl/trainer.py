@@ -23,10 +23,18 @@ from metarl.errors import UsageError
 
 
 class Agent(Protocol):
-    """What a recipe builds: a meta-learner with its sampler, trained one iteration at a time."""
+    """What a recipe builds: a meta-learner with its sampler, trained one iteration at a time.
+
+    Attributes:
+        headline: the metric shown on the progress bar and in ``summary.json``
+            (``mean_return`` for RL agents, ``accuracy`` for few-shot classifiers).
+    """
+
+    headline: str
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
-        """Sample and update once; returns metrics including ``mean_return`` and ``env_steps``."""
+        """Sample and update once; returns metrics including ``headline`` and ``env_steps``
+        (environment steps in RL, training episodes or images in few-shot mode)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -66,6 +74,30 @@ def resolve_config(raw: dict[str, Any]) -> Any:
     return from_dict(get_recipe(str(raw.get("agent"))).Config, raw)
 
 
+def apply_fewshot_options(
+    raw: dict[str, Any],
+    *,
+    ways: int | None = None,
+    shots: int | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """``raw`` with the few-shot command-line options applied to its ``eval`` and ``data``
+    sections; UsageError if they are given for an experiment that has no dataset."""
+    given = {"--ways": ways, "--shots": shots, "--data-dir": data_dir}
+    if all(v is None for v in given.values()):
+        return raw
+    if "data" not in raw:
+        options = ", ".join(k for k, v in given.items() if v is not None)
+        raise UsageError(f"{options}: only few-shot experiments take these options")
+    raw = {**raw, "eval": dict(raw.get("eval") or {}), "data": dict(raw["data"] or {})}
+    for key, value in (("ways", ways), ("shots", shots)):
+        if value is not None:
+            raw["eval"][key] = value
+    if data_dir is not None:
+        raw["data"]["dir"] = str(data_dir)
+    return raw
+
+
 def build_config(
     experiment: str | None,
     overrides: Mapping[str, Any] | Sequence[str] = (),
@@ -98,6 +130,7 @@ def train(
     ray_address: str | None = None,
     resume: str | Path | None = None,
     time_limit: float | None = None,
+    data_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Run:
     """Train an experiment by name (``configs/NAME.yaml``) or path and return the run.
@@ -110,6 +143,7 @@ def train(
         backend, workers, ray_address: override the ``sampler`` section.
         resume: a run folder to continue from its checkpoint.
         time_limit: stop cleanly after this many minutes (checkpoint and summary written).
+        data_dir: few-shot experiments: the dataset folder (overrides ``data.dir``).
         progress: show a progress bar.
 
     Example:
@@ -124,6 +158,7 @@ def train(
             raw.setdefault("sampler", {})[key] = value
     if time_limit is not None:
         raw.setdefault("train", {})["time_limit_minutes"] = time_limit
+    raw = apply_fewshot_options(raw, data_dir=data_dir)
     config = resolve_config(raw)
     checkpoint = runs.load_checkpoint(Path(resume)) if resume is not None else None
     path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
@@ -200,7 +235,7 @@ def _loop(
             for key, value in row.items():
                 writer.add_scalar(key, value, iteration - 1)
             postfix = {
-                "return": f"{last['mean_return']:.3f}",
+                agent.headline: f"{last[agent.headline]:.3f}",
                 "steps/s": f"{row['steps_per_s']:.0f}",
             }
             if limit:
@@ -226,7 +261,7 @@ def _loop(
         "iterations": iteration,
         "env_steps": env_steps,
         "wall_time_s": round(elapsed + time.monotonic() - began, 1),
-        "final_mean_return": last.get("mean_return"),
+        f"final_{agent.headline}": last.get(agent.headline),
     }
     runs.write_json(path / runs.SUMMARY, summary)
     if status == "interrupted":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from metarl.backbones.base import BackboneState, SequenceBackbone, check_backbone
+from metarl.backbones.conv4 import Conv4
 from metarl.backbones.lstm import LSTMBackbone, LSTMState
 from metarl.backbones.snail import (
     DEFAULT_BLOCKS,
@@ -16,6 +17,7 @@ from metarl.backbones.snail import (
     SNAILState,
     TCBlock,
     TCBlockSpec,
+    parse_block,
 )
 
 BACKBONES: dict[str, type[SequenceBackbone]] = {"lstm": LSTMBackbone, "snail": SNAIL}
@@ -36,6 +38,7 @@ __all__ = [
     "AttentionBlockSpec",
     "BackboneState",
     "BlockSpec",
+    "Conv4",
     "DenseBlock",
     "LSTMBackbone",
     "LSTMState",
@@ -45,4 +48,5 @@ __all__ = [
     "TCBlockSpec",
     "build_backbone",
     "check_backbone",
+    "parse_block",
 ]

@@ -46,6 +46,18 @@ class AttentionBlockSpec:
 
 BlockSpec = TCBlockSpec | AttentionBlockSpec
 
+
+def parse_block(text: str) -> BlockSpec:
+    """``"tc FILTERS"`` or ``"attention KEY_SIZE VALUE_SIZE"`` (a config file's spelling) as
+    a block spec; ValueError otherwise."""
+    kind, *sizes = text.split()
+    if kind == "tc" and len(sizes) == 1 and sizes[0].isdigit():
+        return TCBlockSpec(int(sizes[0]))
+    if kind == "attention" and len(sizes) == 2 and all(x.isdigit() for x in sizes):
+        return AttentionBlockSpec(int(sizes[0]), int(sizes[1]))
+    raise ValueError(f"not a SNAIL block: {text!r}")
+
+
 # The paper's policy network for multi-armed bandits and tabular MDPs (appendix C).
 DEFAULT_BLOCKS: tuple[BlockSpec, ...] = (
     TCBlockSpec(32),

@@ -6,13 +6,7 @@ import numpy as np
 
 from envs.bandits import BernoulliBanditVectorEnv
 from metarl.eval.bandit_baselines import BASELINES, BanditPolicy
-
-
-def mean_ci95(values: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% confidence half-width (normal approximation) of a sample."""
-    values = np.asarray(values, dtype=np.float64)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return float(values.mean()), float(half)
+from metarl.eval.stats import mean_ci95
 
 
 def run_baseline(policy: BanditPolicy, tasks: np.ndarray, horizon: int, seed: int) -> np.ndarray:

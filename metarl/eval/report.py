@@ -9,22 +9,34 @@ from metarl import runs
 from metarl.errors import UsageError
 
 
-def evaluate_run(path: str | Path, episodes: int | None = None) -> dict[str, Any]:
+def evaluate_run(
+    path: str | Path,
+    episodes: int | None = None,
+    *,
+    ways: int | None = None,
+    shots: int | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Evaluate the run in ``path`` on held-out tasks and write its report.
 
     Args:
         path: a run folder written by ``metarl train``.
         episodes: held-out tasks (default: the config's ``eval.episodes``).
+        ways, shots: few-shot runs only: the test setting (default: the config's).
+        data_dir: few-shot runs only: where the dataset is (default: the config's).
 
     Returns:
-        the ``eval.json`` dictionary (schema in DESIGN.md).
+        the ``eval.json`` dictionary (schema in DESIGN.md). Few-shot runs also keep a copy
+        per setting, ``eval-5w1s.json`` and the like, so the four settings sit side by side.
     """
     from agents import get_recipe
-    from metarl.trainer import resolve_config
+    from metarl.trainer import apply_fewshot_options, resolve_config
 
     path = Path(path)
     raw = runs.read_run_config(path)
-    raw["sampler"] = {**raw.get("sampler", {}), "backend": "local"}
+    if "sampler" in raw:
+        raw["sampler"] = {**raw["sampler"], "backend": "local"}
+    raw = apply_fewshot_options(raw, ways=ways, shots=shots, data_dir=data_dir)
     config = resolve_config(raw)
     episodes = episodes if episodes is not None else config.eval.episodes
     if episodes < 2:
@@ -38,6 +50,8 @@ def evaluate_run(path: str | Path, episodes: int | None = None) -> dict[str, Any
         agent.close()
     report["trained_iterations"] = checkpoint["iteration"]
     runs.write_json(path / "eval.json", report)
+    if report["metric"] == "accuracy":
+        runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
     plot_report(report, path)
     return report
 
@@ -57,18 +71,20 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
             continue
         style = {"linewidth": 2.5, "color": "black"} if name == "agent" else {"alpha": 0.8}
         ax_curve.plot(curve["x"], values, label=name, **style)
-    ax_curve.set_xlabel("pull" if report["metric"] == "cumulative_reward" else "step")
-    ax_curve.set_ylabel("mean reward")
+    fewshot = report["metric"] == "accuracy"
+    ax_curve.set_xlabel("support images per class" if fewshot else "pull")
+    ax_curve.set_ylabel("accuracy" if fewshot else "mean reward")
     ax_curve.set_title(f"{report['experiment']}: adaptation on {report['episodes']} held-out tasks")
     ax_curve.legend(fontsize=8)
     metrics_file = path / runs.METRICS
     if metrics_file.is_file():
         rows = runs.read_metrics(path)
-        ax_train.plot([r["total_env_steps"] for r in rows], [r["mean_return"] for r in rows])
+        column = "val_accuracy" if fewshot else "mean_return"
+        ax_train.plot([r["total_env_steps"] for r in rows], [r[column] for r in rows])
         for name, value in report["baselines"].items():
             ax_train.axhline(value, linestyle=":", alpha=0.6)
             ax_train.annotate(name, (0, value), fontsize=7, alpha=0.8)
-    ax_train.set_xlabel("environment steps")
+    ax_train.set_xlabel("training episodes" if fewshot else "environment steps")
     ax_train.set_ylabel(f"training {report['metric']}")
     ax_train.set_title("training curve")
     fig.tight_layout()

@@ -1,0 +1,124 @@
+"""Conv4: the standard image encoder of few-shot learning (Vinyals et al. 2016, "Matching
+Networks for One Shot Learning"; Snell et al. 2017, "Prototypical Networks for Few-shot
+Learning"), also the embedding module of Relation Networks (Sung et al. 2018).
+
+Each block is a 3x3 convolution, batch norm, ReLU and, in the pooled blocks, 2x2 max-pooling.
+With four pooled blocks of 64 channels a 28x28 Omniglot image becomes 64 features and an
+84x84 miniImageNet image 64x5x5 = 1600.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from torch import Tensor, nn
+
+from metarl.backbones.base import require_positive
+
+
+def conv_block(in_channels: int, out_channels: int, padding: int, pool: bool) -> nn.Sequential:
+    """3x3 convolution (no bias: batch norm cancels it), batch norm, ReLU, 2x2 max-pool."""
+    layers = [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def conv_block_size(size: int, padding: int, pool: bool) -> int:
+    """Side of a :func:`conv_block`'s output for an input of side ``size``; ValueError when
+    the block cannot take it (the output would be empty)."""
+    out = size + 2 * padding - 2
+    if out >= 1 and pool:
+        out //= 2
+    if out < 1:
+        raise ValueError(
+            f"a 3x3 conv block with padding {padding}{' and 2x2 pooling' if pool else ''} "
+            f"cannot take {size}x{size} inputs: its output would be empty"
+        )
+    return out
+
+
+class Conv4(nn.Module):
+    """``blocks`` conv blocks of ``hidden`` channels; only the first ``pooled_blocks`` pool.
+
+    Args:
+        in_channels: image channels (1 for Omniglot, 3 for miniImageNet).
+        hidden: channels of every block (64 in the papers).
+        blocks: number of conv blocks (4 in the papers).
+        pooled_blocks: how many of the first blocks end with 2x2 max-pooling; ``None`` for all.
+            Relation Networks pool the first 2 of 4 to keep feature maps for their relation
+            module.
+        padding: zero padding of every 3x3 convolution, in pixels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        blocks: int = 4,
+        pooled_blocks: int | None = None,
+        padding: int = 1,
+    ) -> None:
+        super().__init__()
+        require_positive("Conv4", "in_channels", in_channels)
+        require_positive("Conv4", "hidden", hidden)
+        require_positive("Conv4", "blocks", blocks)
+        pooled_blocks = blocks if pooled_blocks is None else pooled_blocks
+        if not _is_int(pooled_blocks) or not 0 <= pooled_blocks <= blocks:
+            raise ValueError(
+                f"Conv4: pooled_blocks must be an integer in 0..blocks={blocks} or None, "
+                f"got {pooled_blocks!r}"
+            )
+        if not _is_int(padding) or padding < 0:
+            raise ValueError(f"Conv4: padding must be a non-negative integer, got {padding!r}")
+        self.in_channels = int(in_channels)
+        self.hidden = int(hidden)
+        self.padding = int(padding)
+        self.pooled = [i < pooled_blocks for i in range(blocks)]
+        self.blocks = nn.Sequential(
+            *(
+                conv_block(self.in_channels if i == 0 else self.hidden, self.hidden, padding, pool)
+                for i, pool in enumerate(self.pooled)
+            )
+        )
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """Feature maps (..., hidden, h, w) of images (..., in_channels, H, W)."""
+        if x.dim() < 3 or x.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"Conv4 expects images (..., {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+        maps = self.blocks(x.reshape(-1, *x.shape[-3:]))
+        return maps.reshape(*x.shape[:-3], *maps.shape[1:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Flattened features (..., out_features) of images (..., in_channels, H, W)."""
+        return self.feature_map(x).flatten(-3)
+
+    def out_shape(self, image_size: int) -> tuple[int, int, int]:
+        """Shape (hidden, h, w) of :meth:`feature_map` for square images of side
+        ``image_size``; ValueError when the images are too small for the blocks."""
+        require_positive("Conv4.out_shape", "image_size", image_size)
+        size = int(image_size)
+        for i, pool in enumerate(self.pooled):
+            try:
+                size = conv_block_size(size, self.padding, pool)
+            except ValueError as error:
+                raise ValueError(
+                    f"Conv4: {image_size}x{image_size} images are too small for block {i + 1} of "
+                    f"{len(self.pooled)}: {error}"
+                ) from None
+        return self.hidden, size, size
+
+    def out_features(self, image_size: int) -> int:
+        """Width of :meth:`forward`'s features for square images of side ``image_size``."""
+        channels, h, w = self.out_shape(image_size)
+        return channels * h * w
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,120 @@
+"""The episodic sampler: N-way K-shot tasks with Q queries per class from a class array.
+
+A split is a uint8 array (classes, drawings, H, W) with ink bright. An episode draws
+``ways`` distinct classes, then ``shots + queries`` distinct drawings of each; labels
+``0..ways-1`` are assigned in the order the classes were drawn. Support and query sets
+are shuffled so that sequence models (SNAIL) never see a class-sorted support set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarl.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Episodes:
+    """A meta-batch of B episodes, images as float32 in [0, 1] with a channel dimension.
+
+    Attributes:
+        support_x: (B, N*K, 1, H, W).
+        support_y: (B, N*K) int64 labels in ``0..N-1``.
+        query_x: (B, N*Q, 1, H, W).
+        query_y: (B, N*Q).
+        ways, shots: N and K.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    ways: int
+    shots: int
+
+    def with_shots(self, shots: int) -> Episodes:
+        """The same episodes keeping only the first ``shots`` support images of each class."""
+        if not 1 <= shots <= self.shots:
+            raise ValueError(f"shots must be in 1..{self.shots}, got {shots}")
+        keep = _rank_within_class(self.support_y, self.ways) < shots
+        batch = len(keep)  # every episode keeps N * shots images, so rows stay equal
+        return dataclasses.replace(
+            self,
+            support_x=self.support_x[keep].view(batch, -1, *self.support_x.shape[2:]),
+            support_y=self.support_y[keep].view(batch, -1),
+            shots=shots,
+        )
+
+
+def _rank_within_class(labels: Tensor, ways: int) -> Tensor:
+    """For each position, how many earlier positions hold the same label."""
+    onehot = torch.nn.functional.one_hot(labels, ways)
+    return ((onehot.cumsum(1) - 1) * onehot).sum(-1)
+
+
+class EpisodeSampler:
+    """Draws N-way K-shot episodes from the classes of one split.
+
+    Args:
+        images: uint8 array (classes, drawings, H, W).
+        ways, shots, queries: N, K and Q (queries per class).
+        split: the split's name, for error messages.
+
+    Raises:
+        UsageError: if the split has fewer than ``ways`` classes or fewer than
+            ``shots + queries`` drawings per class.
+    """
+
+    def __init__(
+        self, images: np.ndarray, ways: int, shots: int, queries: int, split: str = "test"
+    ) -> None:
+        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        classes, drawings = images.shape[:2]
+        if ways > classes:
+            raise UsageError(
+                f"{ways}-way episodes need {ways} classes, the {split} split has {classes}"
+            )
+        if shots + queries > drawings:
+            raise UsageError(
+                f"{shots} shots + {queries} queries need {shots + queries} images per class, "
+                f"the {split} split has {drawings}"
+            )
+        self.images, self.ways, self.shots, self.queries = images, ways, shots, queries
+
+    def sample(
+        self, rng: np.random.Generator, batch: int = 1, shots: int | None = None
+    ) -> Episodes:
+        """``batch`` independent episodes drawn with ``rng``, with ``shots`` (at most the
+        sampler's) support images per class instead of the sampler's K if given."""
+        n, k, q = self.ways, self.shots if shots is None else shots, self.queries
+        if not 1 <= k <= self.shots:
+            raise ValueError(f"shots must be in 1..{self.shots}, got {shots}")
+        classes, drawings = self.images.shape[:2]
+        picked = np.stack([rng.choice(classes, n, replace=False) for _ in range(batch)])
+        order = rng.random((batch, n, drawings)).argsort(-1)[..., : k + q]
+        images = self.images[picked[..., None], order]  # (B, N, K+Q, H, W)
+        labels = np.broadcast_to(np.arange(n)[None, :, None], (batch, n, k + q))
+        support_perm = rng.permuted(np.tile(np.arange(n * k), (batch, 1)), axis=1)
+        query_perm = rng.permuted(np.tile(np.arange(n * q), (batch, 1)), axis=1)
+
+        def flat(part: slice, perm: np.ndarray) -> tuple[Tensor, Tensor]:
+            x = images[:, :, part].reshape(batch, -1, *images.shape[-2:])
+            y = labels[:, :, part].reshape(batch, -1)
+            x = np.take_along_axis(x, perm[..., None, None], 1)
+            y = np.take_along_axis(y, perm, 1)
+            return to_float(x).unsqueeze(2), torch.from_numpy(y.copy())
+
+        support_x, support_y = flat(slice(0, k), support_perm)
+        query_x, query_y = flat(slice(k, k + q), query_perm)
+        return Episodes(support_x, support_y, query_x, query_y, n, k)
+
+
+def to_float(images: np.ndarray) -> Tensor:
+    """uint8 images as float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)

@@ -1,0 +1,110 @@
+"""The few-shot evaluation protocol: accuracy over fixed test episodes with a 95% interval.
+
+Every learner is measured on the same episodes (drawn from ``seed``), beside two
+baselines measured on those episodes too: chance (``1 / ways``) and a nearest neighbour
+in pixel space. The adaptation curve is the accuracy with 1, 2, ..., K support images
+per class, on the first ``curve_episodes`` episodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarl.eval.stats import mean_ci95
+from metarl.fewshot.episodes import Episodes, EpisodeSampler
+from metarl.learners.episodic import EpisodicClassifier
+
+
+def episode_accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
+    """Fraction of correctly labelled queries in each episode: (B, M, N), (B, M) -> (B,)."""
+    return (logits.argmax(-1) == query_y).float().mean(-1)
+
+
+def pixel_nn_logits(episodes: Episodes) -> Tensor:
+    """Logits of the 1-nearest-neighbour classifier in pixel space (L2): the negative
+    distance to the closest support image of each class."""
+    support = episodes.support_x.flatten(2)
+    distances = torch.cdist(episodes.query_x.flatten(2), support)  # (B, M, S)
+    onehot = torch.nn.functional.one_hot(episodes.support_y, episodes.ways).bool()
+    masked = distances.unsqueeze(-1).masked_fill(~onehot.unsqueeze(1), float("inf"))
+    return -masked.amin(2)
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: EpisodicClassifier,
+    images: np.ndarray,
+    *,
+    ways: int,
+    shots: int,
+    queries: int,
+    episodes: int,
+    seed: int,
+    batch: int = 20,
+    curve_episodes: int = 200,
+) -> dict[str, Any]:
+    """Accuracy of ``model`` and the baselines on ``episodes`` test episodes.
+
+    Args:
+        model: the classifier, evaluated in ``eval()`` mode.
+        images: the test split, uint8 (classes, drawings, H, W).
+        ways, shots, queries: the episodes' N, K and queries per class.
+        episodes: number of test episodes.
+        seed: seeds the episodes: equal seeds give every learner the same episodes.
+        batch: episodes per forward pass.
+        curve_episodes: episodes measured at every shot count for the adaptation curve.
+
+    Returns:
+        the fewshot fields of ``eval.json`` (DESIGN.md).
+    """
+    sampler = EpisodeSampler(images, ways, shots, queries, "test")
+    rng = np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    shot_counts = list(range(1, shots + 1))
+    agent: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
+    pixel: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
+    try:
+        for start in range(0, episodes, batch):
+            size = min(batch, episodes - start)
+            full = sampler.sample(rng, size)
+            for k in shot_counts:
+                if k < shots and start >= curve_episodes:
+                    continue
+                part = full.with_shots(k)
+                logits = model(part.support_x, part.support_y, part.query_x, ways)
+                agent[k].append(episode_accuracy(logits, part.query_y))
+                pixel[k].append(episode_accuracy(pixel_nn_logits(part), part.query_y))
+    finally:
+        model.train(was_training)
+    value, ci95 = mean_ci95(torch.cat(agent[shots]).numpy())
+    pixel_value, pixel_ci95 = mean_ci95(torch.cat(pixel[shots]).numpy())
+
+    def curve(series: dict[int, list[Tensor]]) -> list[float]:
+        return [
+            float(torch.cat(series[k])[:curve_episodes].mean()) if series[k] else float("nan")
+            for k in shot_counts
+        ]
+
+    return {
+        "metric": "accuracy",
+        "higher_is_better": True,
+        "value": value,
+        "ci95": ci95,
+        "episodes": episodes,
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
+        "baselines": {"chance": 1.0 / ways, "pixel_nn": pixel_value},
+        "baselines_ci95": {"chance": 0.0, "pixel_nn": pixel_ci95},
+        "curve": {
+            "x": shot_counts,
+            "agent": curve(agent),
+            "pixel_nn": curve(pixel),
+            "chance": [1.0 / ways] * shots,
+        },
+    }

@@ -1,0 +1,254 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import metarl
+from agents.rl2_bandit import ModelConfig, build_policy
+from metarl import runs
+from metarl.backbones import SNAIL, Conv4, TCBlockSpec
+from metarl.errors import UsageError
+from metarl.fewshot import load_omniglot
+from metarl.fewshot.episodes import EpisodeSampler
+from metarl.fewshot.inference import FewShotClassifier, classify
+from metarl.fewshot.protocol import evaluate_classifier, pixel_nn_logits
+from metarl.learners.protonet import ProtoNet
+from metarl.learners.snail_classifier import SNAILClassifier
+
+
+def coded_images(classes=10, drawings=20):
+    """Images whose pixels spell their class and drawing: [0, 0] = class, [0, 1] = drawing."""
+    images = np.zeros((classes, drawings, 4, 4), np.uint8)
+    images[:, :, 0, 0] = np.arange(classes)[:, None]
+    images[:, :, 0, 1] = np.arange(drawings)[None, :]
+    return images
+
+
+def decode(x):
+    pixels = (x[..., 0, :2, :2] * 255).round().long()
+    return pixels[..., 0, 0], pixels[..., 0, 1]
+
+
+def test_episodes_have_the_requested_shapes_and_consistent_labels():
+    sampler = EpisodeSampler(coded_images(), ways=5, shots=2, queries=3)
+    batch = sampler.sample(np.random.default_rng(0), batch=4)
+    assert batch.support_x.shape == (4, 10, 1, 4, 4) and batch.query_x.shape == (4, 15, 1, 4, 4)
+    assert batch.support_x.dtype == torch.float32
+    for b in range(4):
+        s_class, s_draw = decode(batch.support_x[b])
+        q_class, q_draw = decode(batch.query_x[b])
+        for label in range(5):
+            classes = torch.cat(
+                [s_class[batch.support_y[b] == label], q_class[batch.query_y[b] == label]]
+            )
+            assert len(classes) == 5 and (classes == classes[0]).all()  # one class per label
+            drawings = torch.cat(
+                [s_draw[batch.support_y[b] == label], q_draw[batch.query_y[b] == label]]
+            )
+            assert len(set(drawings.tolist())) == 5  # support and query never share a drawing
+        assert len(set(s_class.tolist())) == 5  # five distinct classes
+        assert not torch.equal(batch.support_y[b], torch.arange(5).repeat_interleave(2))
+
+
+def test_episodes_are_seeded():
+    sampler = EpisodeSampler(coded_images(), ways=3, shots=1, queries=2)
+    a, b = (sampler.sample(np.random.default_rng(7), 2) for _ in range(2))
+    c = sampler.sample(np.random.default_rng(8), 2)
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_y, b.query_y)
+    assert not torch.equal(a.support_x, c.support_x)
+
+
+def test_with_shots_keeps_the_first_shots_of_every_class():
+    batch = EpisodeSampler(coded_images(), 4, 5, 1).sample(np.random.default_rng(1), 3)
+    fewer = batch.with_shots(2)
+    assert fewer.support_x.shape == (3, 8, 1, 4, 4) and fewer.shots == 2
+    for b in range(3):
+        assert torch.bincount(fewer.support_y[b]).tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("ways", "shots", "queries", "message"),
+    [
+        (11, 1, 1, "11-way episodes need 11 classes, the test split has 10"),
+        (5, 15, 6, "need 21 images per class, the test split has 20"),
+        (0, 1, 1, "ways must be a positive integer"),
+    ],
+)
+def test_impossible_episodes_are_rejected(ways, shots, queries, message):
+    with pytest.raises(UsageError, match=message):
+        EpisodeSampler(coded_images(), ways, shots, queries)
+
+
+def test_pixel_nearest_neighbour_finds_a_copied_image():
+    batch = EpisodeSampler(coded_images(), 5, 1, 1).sample(np.random.default_rng(2), 1)
+    query_x = batch.support_x[:, [3]].clone()
+    copied = type(batch)(batch.support_x, batch.support_y, query_x, batch.support_y[:, [3]], 5, 1)
+    assert pixel_nn_logits(copied).argmax(-1).item() == batch.support_y[0, 3].item()
+
+
+def test_evaluation_reports_accuracy_on_fixed_episodes():
+    images = np.random.default_rng(0).integers(0, 255, (30, 20, 8, 8), dtype=np.uint8)
+    model = ProtoNet(torch.nn.Flatten(-3))  # raw pixels: a nearest-mean classifier
+    kwargs = dict(ways=5, shots=3, queries=4, episodes=30, seed=3, batch=7)
+    report = evaluate_classifier(model, images, **kwargs)
+    assert report == evaluate_classifier(model, images, **kwargs)
+    assert report["metric"] == "accuracy" and (report["ways"], report["shots"]) == (5, 3)
+    assert 0 <= report["value"] <= 1 and report["ci95"] > 0
+    assert report["curve"]["x"] == [1, 2, 3] and len(report["curve"]["agent"]) == 3
+    assert report["baselines"]["chance"] == pytest.approx(0.2)
+
+
+def test_snail_classifier_uses_the_bandit_backbone_class():
+    classifier = SNAILClassifier(
+        Conv4(hidden=8), 8, max_ways=3, max_shots=2, blocks=[TCBlockSpec(8)]
+    )
+    policy = build_policy(ModelConfig(backbone="snail"), num_arms=3, horizon=5)
+    assert type(classifier.snail) is type(policy.backbone) is SNAIL
+
+
+def test_snail_classifier_queries_do_not_see_each_other():
+    torch.manual_seed(0)
+    classifier = SNAILClassifier(Conv4(hidden=8), 8, 3, 2, [TCBlockSpec(8)]).eval()
+    support_x, query_x = torch.rand(1, 6, 1, 28, 28), torch.rand(1, 2, 1, 28, 28)
+    support_y = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    both = classifier(support_x, support_y, query_x, 3)
+    alone = classifier(support_x, support_y, query_x[:, :1], 3)
+    torch.testing.assert_close(both[:, :1], alone)
+    with pytest.raises(ValueError, match="at most 3-way 2-shot"):
+        classifier(torch.rand(1, 4, 1, 28, 28), torch.tensor([[0, 1, 2, 3]]), query_x, 4)
+
+
+SMALL = {
+    "data.protocol": "lake",
+    "episodes.ways": 5,
+    "episodes.shots": 1,
+    "episodes.queries": 5,
+    "learner.channels": 16,
+    "eval.val_episodes": 100,
+}
+LEARNING = {  # iterations and learning rate for each learner to beat chance clearly
+    "protonet": (40, {}),
+    "matchingnet": (40, {"learner.fce_steps": 2}),
+    "relationnet": (60, {}),
+    "snail": (  # black-box learners sit at chance until they discover the labels
+        200,
+        {
+            "episodes.meta_batch": 8,
+            "learner.blocks": ["tc 16", "attention 16 16"],
+            "optim.lr": 0.003,
+        },
+    ),
+    "finetune": (60, {"learner.head_steps": 30, "learner.pretrain_batch": 64}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LEARNING))
+def test_each_learner_learns_on_omniglot(kind, omniglot_data, tmp_path):
+    iterations, extra = LEARNING[kind]
+    overrides = {
+        **SMALL,
+        **extra,
+        "learner.kind": kind,
+        "train.iterations": iterations,
+        "eval.val_every": iterations,
+        "data.dir": str(omniglot_data),
+    }
+    run = metarl.train(
+        "protonet-omniglot", out=tmp_path / kind, overrides=overrides, progress=False
+    )
+    rows = runs.read_metrics(run.path)
+    losses = [r["loss"] for r in rows]
+    assert np.mean(losses[-10:]) < np.mean(losses[:5])
+    assert rows[-1]["val_accuracy"] > 0.3  # 5-way: chance is 0.2
+
+
+@pytest.fixture(scope="module")
+def protonet_run(omniglot_data, tmp_path_factory):
+    overrides = {**SMALL, "train.iterations": 30, "eval.val_every": 30}
+    out = tmp_path_factory.mktemp("runs") / "protonet"
+    return metarl.train(
+        "protonet-omniglot", out=out, overrides=overrides, progress=False, data_dir=omniglot_data
+    )
+
+
+def test_eval_measures_any_setting_and_keeps_each(protonet_run, capsys):
+    from metarl.cli import main
+
+    path = str(protonet_run.path)
+    assert main(["eval", path, "--ways", "20", "--shots", "2", "--episodes", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric"] == "accuracy" and report["episodes"] == 10
+    assert (report["ways"], report["shots"]) == (20, 2) and report["value"] > 0.3
+    assert report["curve"]["x"] == [1, 2]
+    assert main(["eval", path, "--episodes", "10"]) == 0
+    assert "(5-way 1-shot)" in capsys.readouterr().out
+    saved = {f.name for f in protonet_run.path.iterdir()}
+    assert {"eval.json", "eval-20w2s.json", "eval-5w1s.json", "eval.png"} <= saved
+
+
+def test_eval_rejects_more_ways_than_test_classes(protonet_run, capsys):
+    from metarl.cli import main
+
+    before = (protonet_run.path / "checkpoint.pt").read_bytes()
+    assert main(["eval", str(protonet_run.path), "--ways", "700"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.count("\n") == 0 and "700-way episodes need 700 classes, the test split has 659" in err
+    )
+    assert main(["eval", str(protonet_run.path), "--shots", "20"]) == 2
+    assert "images per class" in capsys.readouterr().err
+    assert (protonet_run.path / "checkpoint.pt").read_bytes() == before
+
+
+def test_classify_new_images_from_arrays_and_files(protonet_run, omniglot_data, tmp_path):
+    from PIL import Image
+
+    splits = load_omniglot(omniglot_data, protocol="lake")
+    support = splits.test[:5, 0]  # five new characters, one drawing each
+    query = splits.test[:5, 1:].reshape(95, 28, 28)
+    truth = np.repeat(list("abcde"), 19).tolist()
+    predicted = classify(protonet_run.path, support, list("abcde"), query)
+    assert np.mean(np.array(predicted) == np.array(truth)) > 0.4  # chance: 0.2
+    files = []
+    for i, image in enumerate(support):  # as PNG files: dark ink on white paper
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(255 - image).save(files[-1])
+    assert classify(protonet_run.path, files, list("abcde"), query) == predicted
+
+
+def test_classify_rejects_bad_images(protonet_run, tmp_path):
+    from PIL import Image
+
+    model = FewShotClassifier.load(protonet_run.path)
+    good = [np.zeros((28, 28), np.uint8)] * 2
+    Image.new("RGB", (28, 28)).save(tmp_path / "rgb.png")
+    cases = [
+        ([np.zeros((3, 28, 28), np.uint8)] * 2, "expected a grayscale image"),
+        ([np.zeros((28, 20), np.uint8)] * 2, "expected a square image"),
+        ([tmp_path / "rgb.png"] * 2, "got mode RGB"),
+        ([tmp_path / "missing.png"] * 2, "not a readable image"),
+    ]
+    for support, message in cases:
+        with pytest.raises(UsageError, match=message):
+            model.predict(support, ["a", "b"], good)
+    with pytest.raises(UsageError, match="2 support images but 3 support labels"):
+        model.predict(good, ["a", "b", "c"], good)
+
+
+def test_snail_run_rejects_settings_beyond_its_size(omniglot_data, tmp_path):
+    config = {**SMALL, "learner.kind": "snail", "learner.blocks": ["tc 8"], "train.iterations": 1}
+    run = metarl.train(
+        "snail-omniglot",
+        out=tmp_path / "s",
+        overrides=config,
+        progress=False,
+        data_dir=omniglot_data,
+    )
+    with pytest.raises(UsageError, match="at most 5-way 5-shot"):
+        metarl.evaluate(run.path, 2, ways=20)
+
+
+def test_fewshot_options_are_refused_for_bandit_runs(tmp_path):
+    with pytest.raises(UsageError, match="only few-shot experiments"):
+        metarl.train("snail-bandit", out=tmp_path / "b", data_dir=tmp_path)
