@@ -287,3 +287,20 @@ def test_an_unwritable_cache_only_warns(tmp_path, folder):
     with pytest.warns(UserWarning, match="could not write the Omniglot cache"):
         omniglot._write_cache(target / "omniglot28.npz", sets)
     assert not (target / "omniglot28.npz").exists()
+
+
+def test_a_read_only_data_folder_caches_in_the_user_cache(tmp_path, monkeypatch):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    (data / "images_background.npz").write_bytes(b"unused: the cache is found first")
+    data.chmod(0o555)
+    monkeypatch.setenv("METARL_CACHE_DIR", str(cache))
+    sets = {
+        name: np.zeros((omniglot.SET_CHARACTERS[name], omniglot.DRAWERS, 8, 8), np.uint8)
+        for name in omniglot.SET_CHARACTERS
+    }
+    path = omniglot._cache_path(data, 8)
+    assert path.parent == cache / "omniglot"
+    omniglot._write_cache(path, sets)
+    loaded = omniglot.load_sets(data, image_size=8, download=False)
+    assert all(np.array_equal(loaded[k], sets[k]) for k in sets)

@@ -131,7 +131,7 @@ def load_sets(
     if not isinstance(image_size, int | np.integer) or image_size < 1:
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}")
     root = data_dir(directory)
-    cache = root / f"omniglot{image_size}.npz"
+    cache = _cache_path(root, image_size)
     if cache.is_file():
         sets = _read_cache(cache, image_size)
         if sets is not None:
@@ -141,6 +141,19 @@ def load_sets(
         sets[name] = _to_ink(_read_set(root, name, download, progress), image_size)
     _write_cache(cache, sets)
     return sets
+
+
+def _cache_path(root: Path, image_size: int) -> Path:
+    """Where the preprocessed sets live: in the data folder, or, when that folder is marked
+    read-only (a shared copy), in the user cache under a name derived from its path."""
+    name = f"omniglot{image_size}.npz"
+    if not root.is_dir() or root.stat().st_mode & 0o222:
+        return root / name
+    folder = Path(os.environ.get("METARL_CACHE_DIR") or user_cache_dir("metarl")).expanduser()
+    with contextlib.suppress(OSError):
+        (folder / "omniglot").mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return folder / "omniglot" / f"{digest}-{name}"
 
 
 def make_splits(
