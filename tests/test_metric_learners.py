@@ -238,3 +238,28 @@ def test_bad_episode_raises_value_error(name: str, case: str) -> None:
         check_episode(*episode)
     with pytest.raises(ValueError, match=match):
         LEARNERS[name]()(*episode)
+
+
+def test_relationnet_class_maps_are_means_so_repeated_shots_change_nothing() -> None:
+    torch.manual_seed(0)
+    model = RelationNet(Conv4(hidden=16, pooled_blocks=2)).eval()
+    support_x, query_x = torch.rand(1, 3, 1, 28, 28), torch.rand(1, 4, 1, 28, 28)
+    support_y = torch.tensor([[0, 1, 2]])
+    one_shot = model(support_x, support_y, query_x, 3)
+    twice = model(support_x.repeat(1, 2, 1, 1, 1), support_y.repeat(1, 2), query_x, 3)
+    torch.testing.assert_close(twice, one_shot)
+
+
+def test_relationnet_scores_equal_the_relation_module_on_concatenated_maps() -> None:
+    torch.manual_seed(1)
+    model = RelationNet(Conv4(hidden=16, pooled_blocks=2)).eval()
+    support_x, query_x = torch.rand(2, 3, 1, 28, 28), torch.rand(2, 4, 1, 28, 28)
+    support_y = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    scores = model(support_x, support_y, query_x, 3)
+    maps = model.encoder.feature_map
+    for b in range(2):
+        for m in range(4):
+            for n in range(3):
+                pair = torch.cat([maps(support_x[b, support_y[b] == n])[0], maps(query_x[b, m])])
+                expected = model.relation(pair[None])[0, 0]
+                torch.testing.assert_close(scores[b, m, n], expected, rtol=1e-4, atol=1e-5)

@@ -44,7 +44,7 @@ def evaluate_classifier(
     queries: int,
     episodes: int,
     seed: int,
-    batch: int = 20,
+    batch: int | None = None,
     curve_episodes: int = 200,
 ) -> dict[str, Any]:
     """Accuracy of ``model`` and the baselines on ``episodes`` test episodes.
@@ -55,13 +55,15 @@ def evaluate_classifier(
         ways, shots, queries: the episodes' N, K and queries per class.
         episodes: number of test episodes.
         seed: seeds the episodes: equal seeds give every learner the same episodes.
-        batch: episodes per forward pass.
+        batch: episodes per forward pass (default: about 400 queries' worth, which keeps
+            the (class, query) pairs of a Relation Network in memory).
         curve_episodes: episodes measured at every shot count for the adaptation curve.
 
     Returns:
         the fewshot fields of ``eval.json`` (DESIGN.md).
     """
     sampler = EpisodeSampler(images, ways, shots, queries, "test")
+    batch = batch or max(1, 400 // (ways * queries))
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()

@@ -2,21 +2,22 @@
 Learning").
 
 An embedding module maps images to feature maps; a class is represented by the element-wise
-sum of its support maps; a learned relation module g scores each (class, query) pair from the
-channel concatenation of their maps with a relation score in [0, 1] (eq. 1-2), trained by
-regression onto 1 for the matching class and 0 otherwise (eq. 3, mean squared error).
+mean of its support maps (the paper sums them, training one model per shot count; the mean
+equals the sum at one shot and lets one model serve every K); a learned relation module g
+scores each (class, query) pair from the channel concatenation of their maps with a relation
+score in [0, 1] (eq. 1-2), trained by regression onto 1 for the matching class and 0
+otherwise (eq. 3, mean squared error).
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.backbones.base import require_positive
 from metarl.backbones.conv4 import Conv4, conv_block, conv_block_size
 from metarl.learners.episodic import EpisodicClassifier, check_episode
-from metarl.learners.protonet import encode_episode
+from metarl.learners.protonet import encode_episode, prototypes
 
 # Padding of the relation module's convolutions. With the encoder's padding 1 as well, 28x28
 # Omniglot maps go 28 -> 14 -> 7 (encoder, two pooled blocks), then 7 -> 3 -> 1 here, and 84x84
@@ -76,17 +77,20 @@ class RelationNet(EpisodicClassifier):
                 f"{support_x.shape[-2]}x{support_x.shape[-1]}"
             )
         support, query = encode_episode(self.encoder.feature_map, support_x, query_x)
-        onehot = F.one_hot(support_y, ways).to(support.dtype)
-        classes = torch.einsum("bsn,bschw->bnchw", onehot, support)
         batch, queries = query.shape[:2]
-        pairs = torch.cat(
-            [
-                classes.unsqueeze(1).expand(batch, queries, *classes.shape[1:]),
-                query.unsqueeze(2).expand(batch, queries, ways, *query.shape[2:]),
-            ],
-            dim=3,
+        classes = prototypes(support.flatten(2), support_y, ways).view(
+            batch, ways, *support.shape[2:]
         )
-        return self.relation(pairs.flatten(0, 2)).view(batch, queries, ways)
+        # The first convolution is linear, so conv([class, query]) = conv_c(class) +
+        # conv_q(query): N + M convolutions instead of one per (class, query) pair.
+        conv, rest = self.relation[0][0], nn.Sequential(*self.relation[0][1:], *self.relation[1:])
+        w_class, w_query = conv.weight.chunk(2, dim=1)
+        by_class = F.conv2d(classes.flatten(0, 1), w_class, padding=conv.padding)
+        by_query = F.conv2d(query.flatten(0, 1), w_query, padding=conv.padding)
+        pairs = by_query.view(batch, queries, 1, *by_query.shape[1:]) + by_class.view(
+            batch, 1, ways, *by_class.shape[1:]
+        )
+        return rest(pairs.flatten(0, 2)).view(batch, queries, ways)
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Mean squared error of the relation scores (B, M, N) against one-hot labels (B, M)."""
