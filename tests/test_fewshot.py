@@ -252,3 +252,18 @@ def test_snail_run_rejects_settings_beyond_its_size(omniglot_data, tmp_path):
 def test_fewshot_options_are_refused_for_bandit_runs(tmp_path):
     with pytest.raises(UsageError, match="only few-shot experiments"):
         metarl.train("snail-bandit", out=tmp_path / "b", data_dir=tmp_path)
+
+
+def test_a_resumed_fewshot_run_matches_the_uninterrupted_one(omniglot_data, tmp_path):
+    overrides = {**SMALL, "learner.channels": 8, "train.iterations": 4, "eval.val_every": 2}
+    options = {"progress": False, "data_dir": omniglot_data}
+    whole = metarl.train(
+        "protonet-omniglot", out=tmp_path / "whole", overrides=overrides, **options
+    )
+    half = {**overrides, "train.iterations": 2}
+    metarl.train("protonet-omniglot", out=tmp_path / "half", overrides=half, **options)
+    resumed = metarl.train(resume=tmp_path / "half", overrides=overrides, **options)
+    a = runs.load_checkpoint(whole.path)["agent"]
+    b = runs.load_checkpoint(resumed.path)["agent"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["val_accuracy"] == b["val_accuracy"]
