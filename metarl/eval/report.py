@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metarl import runs
 from metarl.errors import UsageError
 
@@ -70,17 +72,27 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         if name == "x":
             continue
         style = {"linewidth": 2.5, "color": "black"} if name == "agent" else {"alpha": 0.8}
-        ax_curve.plot(curve["x"], values, label=name, **style)
+        marker = "o" if len(curve["x"]) <= 20 else None  # a 1-shot curve is a single point
+        ax_curve.plot(curve["x"], values, label=name, marker=marker, **style)
     fewshot = report["metric"] == "accuracy"
     ax_curve.set_xlabel("support images per class" if fewshot else "pull")
     ax_curve.set_ylabel("accuracy" if fewshot else "mean reward")
-    ax_curve.set_title(f"{report['experiment']}: adaptation on {report['episodes']} held-out tasks")
+    setting = f" {report['ways']}-way" if fewshot else ""
+    ax_curve.set_title(
+        f"{report['experiment']}: adaptation on {report['episodes']}{setting} held-out tasks"
+    )
     ax_curve.legend(fontsize=8)
     metrics_file = path / runs.METRICS
     if metrics_file.is_file():
         rows = runs.read_metrics(path)
-        column = "val_accuracy" if fewshot else "mean_return"
-        ax_train.plot([r["total_env_steps"] for r in rows], [r[column] for r in rows])
+        steps = [r["total_env_steps"] for r in rows]
+        if fewshot:  # training batches' accuracy, smoothed, and the validation measurements
+            train = np.convolve([r["accuracy"] for r in rows], np.ones(50) / 50, mode="valid")
+            ax_train.plot(steps[len(steps) - len(train) :], train, alpha=0.6, label="training")
+            ax_train.plot(steps, [r["val_accuracy"] for r in rows], label="validation")
+            ax_train.legend(fontsize=8)
+        else:
+            ax_train.plot(steps, [r["mean_return"] for r in rows])
         for name, value in report["baselines"].items():
             ax_train.axhline(value, linestyle=":", alpha=0.6)
             ax_train.annotate(name, (0, value), fontsize=7, alpha=0.8)
