@@ -267,3 +267,22 @@ def test_a_resumed_fewshot_run_matches_the_uninterrupted_one(omniglot_data, tmp_
     b = runs.load_checkpoint(resumed.path)["agent"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_missing_data_offline_is_one_line_naming_the_folder(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    from metarl.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    empty = tmp_path / "data"
+    empty.mkdir()
+    argv = ["train", "protonet-omniglot", "--data-dir", str(empty), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "could not download" in err and str(empty) in err
+    assert not (tmp_path / "r").exists()
