@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from agents.fewshot_omniglot import Config, EpisodeConfig, FewShotAgent
+from metarl.allocator import keep_freed_memory
 from metarl.fewshot import load_omniglot
 
 
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as metarl.train does
 
     first, cached = startup_seconds(args.data_dir)
     print(f"Omniglot start-up: first {first:.2f} s (builds the cache), cached {cached:.3f} s")

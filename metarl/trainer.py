@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from agents import get_recipe
 from metarl import runs
+from metarl.allocator import keep_freed_memory
 from metarl.config import from_dict, read_raw, set_key, to_dict
 from metarl.errors import UsageError
 
@@ -164,6 +165,7 @@ def train(
     path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
     if resume is None:
         runs.check_new_run_dir(path)
+    keep_freed_memory()
     threads = torch.get_num_threads()
     if config.train.threads:  # for this run only: a notebook keeps its own setting
         torch.set_num_threads(config.train.threads)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from metarl import runs
+from metarl.allocator import keep_freed_memory
 from metarl.errors import UsageError
 
 
@@ -34,6 +35,7 @@ def evaluate_run(
     from agents import get_recipe
     from metarl.trainer import apply_fewshot_options, resolve_config
 
+    keep_freed_memory()
     path = Path(path)
     raw = runs.read_run_config(path)
     if "sampler" in raw:
