@@ -82,6 +82,7 @@ class LearnerConfig:
         channels: Conv4 width.
         fce: Matching Networks' Full Context Embeddings on or off.
         fce_steps: processing steps of the attention LSTM over the support set.
+        cosine_scale: Matching Networks' factor on cosine similarities (1 in the paper).
         relation_hidden: width of the Relation Network's hidden layer.
         blocks: SNAIL's blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
         max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length).
@@ -92,6 +93,7 @@ class LearnerConfig:
     channels: int = 64
     fce: bool = True
     fce_steps: int = 5
+    cosine_scale: float = 1.0
     relation_hidden: int = 8
     blocks: list[str] = dataclasses.field(
         default_factory=lambda: ["attention 64 32", "tc 128", "attention 256 128", "tc 128"]
@@ -110,6 +112,7 @@ class LearnerConfig:
             ("channels", "fce_steps", "relation_hidden", "max_ways", "max_shots")
             + ("pretrain_batch", "head_steps"),
         )
+        require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
         for i, text in enumerate(self.blocks):
             try:
                 parse_block(text)
@@ -193,7 +196,9 @@ def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> 
     if learner.kind == "protonet":
         return ProtoNet(encoder)
     if learner.kind == "matchingnet":
-        return MatchingNet(encoder, size, fce=learner.fce, fce_steps=learner.fce_steps)
+        return MatchingNet(
+            encoder, size, learner.fce, learner.fce_steps, cosine_scale=learner.cosine_scale
+        )
     if learner.kind == "snail":
         blocks = [parse_block(b) for b in learner.blocks]
         return SNAILClassifier(encoder, size, learner.max_ways, learner.max_shots, blocks)

@@ -1,9 +1,9 @@
 """Keep freed memory in the process instead of handing it back to the OS at once.
 
 glibc serves large blocks (above a threshold that adapts up to 32 MiB) with ``mmap`` and
-returns them on ``free``, so each training step page-faults its activations back in: on the 2-core CPU machine that was
-40% of a ProtoNet step (3.3 s of system time for 4.8 s of compute). Raising glibc's mmap
-and trim thresholds makes freed activations reusable by the next step.
+returns them on ``free``, so each training step page-faults its activations back in: on
+the 2-core CPU machine that was 40% of a ProtoNet step (3.3 s of system time for 4.8 s of
+compute). Raising glibc's mmap and trim thresholds makes freed activations reusable.
 """
 
 from __future__ import annotations

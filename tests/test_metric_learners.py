@@ -138,6 +138,15 @@ def test_matchingnet_attention_sums_to_one(fce: bool) -> None:
     torch.testing.assert_close(logits.exp().sum(-1), torch.ones(2, 9))
 
 
+def test_matchingnet_cosine_scale_sharpens_the_same_attention() -> None:
+    model = MatchingNet(Conv4(hidden=16), embedding_size=16, fce=True, fce_steps=2).eval()
+    episode = synthetic_episodes(torch.Generator().manual_seed(0), 2)[:3]
+    plain = model.attention(*episode, 3)
+    model.cosine_scale = 10.0
+    # softmax(10 c) = softmax(10 log softmax(c)): the log-normaliser cancels
+    torch.testing.assert_close(model.attention(*episode, 3), (10 * plain.log()).softmax(-1))
+
+
 def test_matchingnet_without_fce_attends_by_cosine_similarity() -> None:
     support_x = points((1, 0), (0, 2), (-3, 0))
     support_y = torch.tensor([[0, 1, 2]])

@@ -30,10 +30,18 @@ class MatchingNet(EpisodicClassifier):
         embedding_size: width D of the encoder's embeddings, and of the FCE LSTMs' states.
         fce: use full context embeddings; otherwise f = g = encoder.
         fce_steps: processing steps K of the attention LSTM f.
+        cosine_scale: multiplies the cosine similarities before the softmax. The paper's
+            1 caps the attention's sharpness: with ReLU embeddings, cosines lie in [0, 1], so
+            no support image can take more than e / (e + S - 1) of the attention.
     """
 
     def __init__(
-        self, encoder: nn.Module, embedding_size: int, fce: bool = True, fce_steps: int = 5
+        self,
+        encoder: nn.Module,
+        embedding_size: int,
+        fce: bool = True,
+        fce_steps: int = 5,
+        cosine_scale: float = 1.0,
     ) -> None:
         super().__init__()
         require_positive("MatchingNet", "embedding_size", embedding_size)
@@ -42,6 +50,9 @@ class MatchingNet(EpisodicClassifier):
         self.embedding_size = int(embedding_size)
         self.fce = bool(fce)
         self.fce_steps = int(fce_steps)
+        if not cosine_scale > 0:
+            raise ValueError(f"MatchingNet: cosine_scale must be positive, got {cosine_scale!r}")
+        self.cosine_scale = float(cosine_scale)
         if self.fce:
             size = self.embedding_size
             self.support_lstm = nn.LSTM(size, size, batch_first=True, bidirectional=True)
@@ -62,13 +73,13 @@ class MatchingNet(EpisodicClassifier):
             support = self._embed_support(support)
             query = self._embed_query(query, support)
         cosine = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)
-        return cosine.softmax(dim=-1)
+        return (self.cosine_scale * cosine).softmax(dim=-1)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
         """Query log-probabilities (B, M, N): log Σ_i a(x̂, x_i) onehot(y_i).
 
         No clamp is needed: every class has a support image and cosine attention is at least
-        e^-2 / S, so each probability is far from 0.
+        e^(-2 * cosine_scale) / S, so each probability is far from 0.
         """
         attention = self.attention(support_x, support_y, query_x, ways)
         return (attention @ F.one_hot(support_y, ways).to(attention.dtype)).log()
