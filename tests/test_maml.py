@@ -1,0 +1,125 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metarl.learners.maml import MAML, DivergenceError, Reptile, prototype_head
+from metarl.learners.protonet import prototypes, squared_distances
+
+
+def small_regression(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    xs, xq = torch.randn(6, 2, generator=g).double(), torch.randn(5, 2, generator=g).double()
+    ys, yq = xs.sum(1, keepdim=True).sin(), xq.sum(1, keepdim=True).sin()
+    return net, (xs, ys), (xq, yq)
+
+
+def meta_loss(maml, support, query, params=None):
+    xs, ys = support
+    phi = maml.adapt(lambda p: F.mse_loss(maml(p, xs), ys), params)
+    return F.mse_loss(maml(phi, query[0]), query[1])
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_meta_gradient_matches_finite_differences(steps):
+    net, support, query = small_regression()
+    maml = MAML(net, inner_lr=0.3, steps=steps)
+    theta = maml.meta_params()
+    exact = torch.autograd.grad(meta_loss(maml, support, query), list(theta.values()))
+    eps = 1e-6
+    for (name, p), grad in zip(theta.items(), exact, strict=True):
+        numeric = torch.zeros_like(p)
+        for i in range(p.numel()):
+            shifted = []
+            for sign in (1, -1):
+                moved = {k: v.detach().clone() for k, v in theta.items()}
+                moved[name].view(-1)[i] += sign * eps
+                shifted.append(meta_loss(maml, support, query, moved).item())
+            numeric.view(-1)[i] = (shifted[0] - shifted[1]) / (2 * eps)
+        error = (grad - numeric).norm() / numeric.norm()
+        assert error <= 1e-4, (name, error)
+
+
+def test_first_order_is_second_order_without_the_hessian_term():
+    net, support, query = small_regression(1)
+    first = MAML(net, inner_lr=0.3, steps=2, first_order=True)
+    second = MAML(net, inner_lr=0.3, steps=2)
+    theta = list(net.parameters())
+    fo = torch.autograd.grad(meta_loss(first, support, query), theta)
+    so = torch.autograd.grad(meta_loss(second, support, query), theta)
+    # by hand: the query gradient taken at φ_2, with φ_2 computed as plain numbers
+    phi = {k: v.detach().requires_grad_() for k, v in net.named_parameters()}
+    for _ in range(2):
+        loss = F.mse_loss(second(phi, support[0]), support[1])
+        grads = torch.autograd.grad(loss, list(phi.values()))
+        phi = {
+            k: (v - 0.3 * g).detach().requires_grad_()
+            for (k, v), g in zip(phi.items(), grads, strict=True)
+        }
+    by_hand = torch.autograd.grad(F.mse_loss(second(phi, query[0]), query[1]), list(phi.values()))
+    for a, b in zip(fo, by_hand, strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(fo, so, strict=True))
+
+
+def test_each_inner_step_uses_its_own_rate():
+    w = nn.Linear(1, 1, bias=False).double()
+    nn.init.constant_(w.weight, 1.0)
+    maml = MAML(w, inner_lr=[0.1, 0.2], steps=2)
+    x, y = torch.ones(1, 1).double(), torch.zeros(1, 1).double()
+    phi = maml.adapt(lambda p: 0.5 * (maml(p, x) - y).pow(2).sum())
+    # loss ½w², gradient w: w ← 0.9 w, then w ← 0.8 w
+    assert phi["weight"].item() == pytest.approx(0.72)
+
+
+def test_reptile_moves_toward_the_known_minimisers_of_quadratics():
+    model = nn.Linear(2, 1, bias=False).double()
+    nn.init.constant_(model.weight, 1.0)
+    reptile = Reptile(model, inner_lr=0.25, steps=3, outer_lr=0.5)
+    targets = [torch.tensor([[2.0, 0.0]]).double(), torch.tensor([[0.0, -2.0]]).double()]
+    adapted = [reptile.adapt(lambda p, c=c: 0.5 * (p["weight"] - c).pow(2).sum()) for c in targets]
+    # SGD on ½‖w − c‖²: φ = c + (1 − α)^k (θ − c)
+    for phi, c in zip(adapted, targets, strict=True):
+        torch.testing.assert_close(phi["weight"], c + 0.75**3 * (torch.ones(1, 2).double() - c))
+    theta = torch.ones(1, 2).double()
+    mean = torch.stack([phi["weight"] for phi in adapted]).mean(0)
+    reptile.update(adapted)
+    torch.testing.assert_close(model.weight.detach(), theta + 0.5 * (mean - theta))
+
+
+def test_prototype_head_gives_protonet_logits_up_to_a_per_query_constant():
+    torch.manual_seed(0)
+    support, labels, query = (
+        torch.randn(1, 6, 4),
+        torch.tensor([[0, 1, 2, 0, 1, 2]]),
+        torch.randn(1, 5, 4),
+    )
+    centres = prototypes(support, labels, 3)[0]
+    weight, bias = prototype_head(centres)
+    head = query[0] @ weight.T + bias
+    proto = -squared_distances(query, centres[None])[0]
+    torch.testing.assert_close(head - proto, query[0].pow(2).sum(-1, keepdim=True).expand(5, 3))
+    torch.testing.assert_close(head.softmax(-1), proto.softmax(-1))
+
+
+def test_a_divergent_inner_step_is_reported():
+    net, support, _ = small_regression()
+    maml = MAML(net, inner_lr=0.1)
+    with pytest.raises(DivergenceError, match="inner step 1: the loss is nan"):
+        maml.adapt(lambda p: maml(p, support[0]).sum() * float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inner_lr": -0.1}, "positive and finite"),
+        ({"inner_lr": float("inf")}, "positive"),
+        ({"steps": 0}, "positive integer"),
+        ({"inner_lr": [0.1], "steps": 2}, "1 inner learning rates for 2 steps"),
+    ],
+)
+def test_invalid_step_sizes_and_counts_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MAML(nn.Linear(1, 1), **kwargs)
