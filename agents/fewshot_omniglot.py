@@ -23,12 +23,13 @@ from metarl.fewshot.omniglot import load_omniglot
 from metarl.fewshot.protocol import episode_accuracy, evaluate_classifier
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
+from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.learners.matchingnet import MatchingNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
 from metarl.learners.snail_classifier import SNAILClassifier
 
-LEARNERS = ("protonet", "matchingnet", "relationnet", "snail", "finetune")
+LEARNERS = ("protonet", "matchingnet", "relationnet", "snail", "finetune", "maml", "protomaml")
 
 
 @dataclasses.dataclass
@@ -78,14 +79,17 @@ class LearnerConfig:
     """The classifier: a Conv4 encoder and the learner named by ``kind``.
 
     Attributes:
-        kind: protonet, matchingnet, relationnet, snail or finetune.
+        kind: protonet, matchingnet, relationnet, snail, finetune, maml or protomaml.
         channels: Conv4 width.
         fce: Matching Networks' Full Context Embeddings on or off.
         fce_steps: processing steps of the attention LSTM over the support set.
         cosine_scale: Matching Networks' factor on cosine similarities (1 in the paper).
         relation_hidden: width of the Relation Network's hidden layer.
         blocks: SNAIL's blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
-        max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length).
+        max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length);
+            ``max_ways`` is also the width of MAML's learned head.
+        inner_lr, inner_steps, first_order: MAML's inner step size, its number of steps,
+            and the first-order switch (maml and protomaml).
         pretrain_batch: images per update of the fine-tune baseline's pre-training.
         head_steps, head_lr: the fine-tune baseline's per-episode head fitting."""
 
@@ -103,6 +107,9 @@ class LearnerConfig:
     pretrain_batch: int = 128
     head_steps: int = 100
     head_lr: float = 0.01
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    first_order: bool = False
 
     def __post_init__(self) -> None:
         require(self.kind in LEARNERS, "learner.kind", self.kind, " or ".join(LEARNERS))
@@ -110,9 +117,10 @@ class LearnerConfig:
             self,
             "learner",
             ("channels", "fce_steps", "relation_hidden", "max_ways", "max_shots")
-            + ("pretrain_batch", "head_steps"),
+            + ("pretrain_batch", "head_steps", "inner_steps"),
         )
         require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
+        require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
         for i, text in enumerate(self.blocks):
             try:
                 parse_block(text)
@@ -198,6 +206,16 @@ def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> 
     if learner.kind == "matchingnet":
         return MatchingNet(
             encoder, size, learner.fce, learner.fce_steps, cosine_scale=learner.cosine_scale
+        )
+    if learner.kind in ("maml", "protomaml"):
+        return MAMLClassifier(
+            encoder,
+            size,
+            learner.max_ways,
+            learner.inner_lr,
+            learner.inner_steps,
+            learner.first_order,
+            proto_head=learner.kind == "protomaml",
         )
     if learner.kind == "snail":
         blocks = [parse_block(b) for b in learner.blocks]

@@ -140,6 +140,8 @@ LEARNING = {  # iterations and learning rate for each learner to beat chance cle
         },
     ),
     "finetune": (60, {"learner.head_steps": 30, "learner.pretrain_batch": 64}),
+    "maml": (60, {"episodes.meta_batch": 4}),
+    "protomaml": (60, {"episodes.meta_batch": 4}),
 }
 
 

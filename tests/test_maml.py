@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metarl.backbones import Conv4
 from metarl.learners.maml import MAML, DivergenceError, Reptile, prototype_head
+from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.learners.protonet import prototypes, squared_distances
 
 
@@ -123,3 +125,17 @@ def test_a_divergent_inner_step_is_reported():
 def test_invalid_step_sizes_and_counts_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MAML(nn.Linear(1, 1), **kwargs)
+
+
+@pytest.mark.parametrize("proto_head", [False, True])
+def test_classifier_adapts_under_no_grad_as_evaluation_runs_it(proto_head):
+    torch.manual_seed(0)
+    model = MAMLClassifier(Conv4(hidden=8), 8, max_ways=5, inner_lr=0.5, proto_head=proto_head)
+    support_x, support_y = torch.rand(2, 5, 1, 28, 28), torch.arange(5).repeat(2, 1)
+    query_x = torch.rand(2, 3, 1, 28, 28)
+    with_grad = model(support_x, support_y, query_x, 5)
+    with torch.no_grad():
+        without = model(support_x, support_y, query_x, 5)
+    torch.testing.assert_close(without, with_grad.detach())
+    before = model.maml(model.initial_params(support_x[0], support_y[0], 5), query_x[0])
+    assert not torch.allclose(before, with_grad[0])  # the inner step changed the logits

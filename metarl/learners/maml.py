@@ -52,19 +52,19 @@ def sgd_steps(
     Raises:
         DivergenceError: a loss is NaN or infinite.
     """
-    # Parameters that track no gradient (plain tensors, or evaluation under no_grad) start
-    # a graph of their own: adaptation always needs the inner gradients.
-    current = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
-    with torch.enable_grad():
-        for step, rate in enumerate(rates):
-            loss = loss_fn(current)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"inner step {step + 1}: the loss is {loss.item()}")
-            grads = torch.autograd.grad(loss, list(current.values()), create_graph=create_graph)
-            current = {
-                name: p - rate * (g if create_graph else g.detach())
-                for (name, p), g in zip(current.items(), grads, strict=True)
-            }
+    # torch.func.grad takes partial derivatives, each parameter an independent input (a head
+    # computed from θ, as Proto-MAML's, is then stepped on its own), stays differentiable
+    # for the outer meta-gradient, and ignores an outer no_grad (evaluation).
+    step_grad = torch.func.grad_and_value(loss_fn)
+    current = dict(params)
+    for step, rate in enumerate(rates):
+        grads, loss = step_grad(current)
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"inner step {step + 1}: the loss is {loss.item()}")
+        current = {
+            name: p - rate * (grads[name] if create_graph else grads[name].detach())
+            for name, p in current.items()
+        }
     return current
 
 
