@@ -14,22 +14,33 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from metarl.backbones import Conv4, parse_block
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
-from metarl.fewshot.episodes import EpisodeSampler, to_float
+from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
 from metarl.fewshot.omniglot import load_omniglot
 from metarl.fewshot.protocol import episode_accuracy, evaluate_classifier
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
+from metarl.learners.maml import Reptile
 from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.learners.matchingnet import MatchingNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
 from metarl.learners.snail_classifier import SNAILClassifier
 
-LEARNERS = ("protonet", "matchingnet", "relationnet", "snail", "finetune", "maml", "protomaml")
+LEARNERS = (
+    "protonet",
+    "matchingnet",
+    "relationnet",
+    "snail",
+    "finetune",
+    "maml",
+    "protomaml",
+    "reptile",
+)
 
 
 @dataclasses.dataclass
@@ -79,7 +90,8 @@ class LearnerConfig:
     """The classifier: a Conv4 encoder and the learner named by ``kind``.
 
     Attributes:
-        kind: protonet, matchingnet, relationnet, snail, finetune, maml or protomaml.
+        kind: protonet, matchingnet, relationnet, snail, finetune, maml, protomaml or
+            reptile.
         channels: Conv4 width.
         fce: Matching Networks' Full Context Embeddings on or off.
         fce_steps: processing steps of the attention LSTM over the support set.
@@ -88,8 +100,9 @@ class LearnerConfig:
         blocks: SNAIL's blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
         max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length);
             ``max_ways`` is also the width of MAML's learned head.
-        inner_lr, inner_steps, first_order: MAML's inner step size, its number of steps,
-            and the first-order switch (maml and protomaml).
+        inner_lr, inner_steps, first_order: the inner step size, the number of steps, and
+            MAML's first-order switch (maml, protomaml, reptile).
+        outer_lr: Reptile's β, scaled by the learning-rate schedule.
         pretrain_batch: images per update of the fine-tune baseline's pre-training.
         head_steps, head_lr: the fine-tune baseline's per-episode head fitting."""
 
@@ -110,6 +123,7 @@ class LearnerConfig:
     inner_lr: float = 0.4
     inner_steps: int = 1
     first_order: bool = False
+    outer_lr: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.kind in LEARNERS, "learner.kind", self.kind, " or ".join(LEARNERS))
@@ -121,6 +135,7 @@ class LearnerConfig:
         )
         require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
         require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
+        require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
         for i, text in enumerate(self.blocks):
             try:
                 parse_block(text)
@@ -207,14 +222,14 @@ def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> 
         return MatchingNet(
             encoder, size, learner.fce, learner.fce_steps, cosine_scale=learner.cosine_scale
         )
-    if learner.kind in ("maml", "protomaml"):
+    if learner.kind in ("maml", "protomaml", "reptile"):  # Reptile adapts as MAML does
         return MAMLClassifier(
             encoder,
             size,
             learner.max_ways,
             learner.inner_lr,
             learner.inner_steps,
-            learner.first_order,
+            learner.first_order or learner.kind == "reptile",
             proto_head=learner.kind == "protomaml",
         )
     if learner.kind == "snail":
@@ -251,6 +266,11 @@ class FewShotAgent:
                 self.splits.train, episodes.ways, episodes.shots, episodes.queries, "train"
             )
         self.val_accuracy = float("nan")
+        if config.learner.kind == "reptile":
+            learner = config.learner
+            self.reptile = Reptile(
+                self.model.net, learner.inner_lr, learner.inner_steps, learner.outer_lr
+            )
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
@@ -262,12 +282,16 @@ class FewShotAgent:
             episodes = cfg.episodes
             shots = int(rng.integers(1, episodes.shots + 1)) if episodes.vary_shots else None
             batch = self.sampler.sample(rng, episodes.meta_batch, shots)
+            samples = episodes.meta_batch
+        if cfg.learner.kind == "reptile":
+            loss, accuracy = self._reptile_step(batch)
+        elif cfg.learner.kind != "finetune":
             logits = self.model(batch.support_x, batch.support_y, batch.query_x, batch.ways)
             loss = self.model.loss(logits, batch.query_y)
             accuracy = float(episode_accuracy(logits, batch.query_y).mean())
-            samples = episodes.meta_batch
         self.optimizer.zero_grad()
-        loss.backward()
+        if cfg.learner.kind != "reptile":  # Reptile moved θ itself; Adam sees no gradient
+            loss.backward()
         self.optimizer.step()
         self.schedule.step()
         if (iteration + 1) % cfg.eval.val_every == 0:
@@ -279,6 +303,28 @@ class FewShotAgent:
             "val_accuracy": self.val_accuracy,
             "lr": self.schedule.get_last_lr()[0],
         }
+
+    def _reptile_step(self, batch: Episodes) -> tuple[torch.Tensor, float]:
+        """Reptile: adapt to all of each task's images, move θ toward the mean result; the
+        step size β follows the learning-rate schedule. Returns the adapted loss, accuracy."""
+        x = torch.cat([batch.support_x, batch.query_x], 1)
+        y = torch.cat([batch.support_y, batch.query_y], 1)
+        forward, ways = self.model.maml, batch.ways
+        adapted, losses, hits = [], [], []
+        for xi, yi in zip(x, y, strict=True):
+            phi = self.reptile.adapt(
+                lambda p, xi=xi, yi=yi: F.cross_entropy(forward(p, xi)[:, :ways], yi)
+            )
+            adapted.append(phi)
+            with torch.no_grad():
+                logits = forward(phi, xi)[:, :ways]
+                losses.append(F.cross_entropy(logits, yi))
+                hits.append((logits.argmax(-1) == yi).float().mean())
+        self.reptile.outer_lr = self.config.learner.outer_lr * (
+            self.schedule.get_last_lr()[0] / self.config.optim.lr
+        )
+        self.reptile.update(adapted)
+        return torch.stack(losses).mean(), float(torch.stack(hits).mean())
 
     def _pretrain_step(self, rng: np.random.Generator) -> tuple[torch.Tensor, float, int]:
         """One supervised update over all training classes (the fine-tune baseline)."""

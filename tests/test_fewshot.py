@@ -142,6 +142,10 @@ LEARNING = {  # iterations and learning rate for each learner to beat chance cle
     "finetune": (60, {"learner.head_steps": 30, "learner.pretrain_batch": 64}),
     "maml": (60, {"episodes.meta_batch": 4}),
     "protomaml": (60, {"episodes.meta_batch": 4}),
+    "reptile": (
+        60,
+        {"episodes.meta_batch": 4, "learner.inner_lr": 0.1, "learner.inner_steps": 5},
+    ),
 }
 
 
