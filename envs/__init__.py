@@ -1,5 +1,6 @@
 """Task distributions: gymnasium environments with verbs to sample and set tasks."""
 
 from envs.bandits import BernoulliBanditEnv, BernoulliBanditVectorEnv
+from envs.navigation import Navigation2DEnv
 
-__all__ = ["BernoulliBanditEnv", "BernoulliBanditVectorEnv"]
+__all__ = ["BernoulliBanditEnv", "BernoulliBanditVectorEnv", "Navigation2DEnv"]

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from envs.navigation import Navigation2DEnv, sample_goals
+
+
+def test_passes_gymnasium_and_sb3_checks():
+    check_env(Navigation2DEnv(horizon=5), skip_render_check=True)
+    sb3_check_env(Navigation2DEnv(horizon=5))
+
+
+def test_reward_is_minus_the_distance_after_the_clipped_move():
+    env = Navigation2DEnv(horizon=3)
+    env.reset(options={"task": np.array([0.3, -0.4])})
+    obs, reward, terminated, truncated, _ = env.step(np.array([1.0, 0.05]))  # x clipped to 0.1
+    np.testing.assert_allclose(obs, [0.1, 0.05])
+    assert reward == pytest.approx(-np.hypot(0.2, 0.45))
+    assert not terminated and not truncated
+    env.step(np.zeros(2))
+    assert env.step(np.zeros(2))[3]  # truncated at the horizon
+
+
+def test_setting_the_task_changes_the_reward():
+    env = Navigation2DEnv()
+    rewards = []
+    for goal in ([0.1, 0.0], [-0.5, 0.5]):
+        env.reset(seed=0, options={"task": np.array(goal)})
+        rewards.append(env.step(np.array([0.1, 0.0]))[1])
+    assert rewards[0] == pytest.approx(0.0) and rewards[1] == pytest.approx(-np.hypot(0.6, 0.5))
+
+
+def test_goals_are_uniform_in_the_square_and_seeded():
+    goals = sample_goals(np.random.default_rng(0), 20_000)
+    assert goals.min() >= -0.5 and goals.max() <= 0.5
+    np.testing.assert_allclose(goals.mean(0), [0, 0], atol=0.01)
+    env_a, env_b = Navigation2DEnv(), Navigation2DEnv()
+    assert np.array_equal(env_a.reset(seed=3)[1]["task"], env_b.reset(seed=3)[1]["task"])
+
+
+@pytest.mark.parametrize("task", [np.zeros(3), np.array([np.nan, 0.0])])
+def test_bad_tasks_are_rejected(task):
+    with pytest.raises(ValueError, match="finite goal of shape"):
+        Navigation2DEnv().set_task(task)
