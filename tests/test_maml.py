@@ -139,3 +139,26 @@ def test_classifier_adapts_under_no_grad_as_evaluation_runs_it(proto_head):
     torch.testing.assert_close(without, with_grad.detach())
     before = model.maml(model.initial_params(support_x[0], support_y[0], 5), query_x[0])
     assert not torch.allclose(before, with_grad[0])  # the inner step changed the logits
+
+
+def test_classifier_meta_gradient_through_conv4_matches_finite_differences():
+    torch.manual_seed(0)
+    model = MAMLClassifier(Conv4(hidden=4), 4, max_ways=3, inner_lr=0.5).double()
+    support_x, query_x = torch.rand(1, 3, 1, 28, 28).double(), torch.rand(1, 2, 1, 28, 28).double()
+    support_y = torch.arange(3)[None]
+
+    def meta_loss():
+        return model(support_x, support_y, query_x, 3).square().sum()
+
+    head = model.net[1].weight
+    exact = torch.autograd.grad(meta_loss(), head)[0]
+    numeric, eps = torch.zeros_like(head), 1e-6
+    with torch.no_grad():  # the inner step still differentiates (torch.func.grad)
+        for i in range(head.numel()):
+            head.view(-1)[i] += eps
+            up = meta_loss().item()
+            head.view(-1)[i] -= 2 * eps
+            down = meta_loss().item()
+            head.view(-1)[i] += eps
+            numeric.view(-1)[i] = (up - down) / (2 * eps)
+    assert (exact - numeric).norm() / numeric.norm() <= 1e-4
