@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from metarl.errors import UsageError
+from metarl.errors import RunFailed, UsageError
 
 
 def _positive_minutes(text: str) -> float:
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"metarl: run failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("metarl: interrupted (checkpoint written)", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""Errors that reach the user as a one-line message and exit code 2 (bad usage or input)."""
+"""Errors that reach the user as a one-line message: exit code 2 for bad usage or input, 1
+for a run that failed."""
 
 
 class UsageError(Exception):
@@ -7,3 +8,8 @@ class UsageError(Exception):
 
 class ConfigError(UsageError):
     """A configuration key or value is wrong; the message names the key and what was expected."""
+
+
+class RunFailed(Exception):
+    """Training could not go on (e.g. a diverging inner step); the command line prints it and
+    exits 1, the last checkpoint left as it was."""

@@ -7,6 +7,7 @@ checkpoint continues exactly the curve it would have drawn uninterrupted.
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from agents import get_recipe
 from metarl import runs
 from metarl.allocator import keep_freed_memory
 from metarl.config import from_dict, read_raw, set_key, to_dict
-from metarl.errors import UsageError
+from metarl.errors import RunFailed, UsageError
 
 
 class Agent(Protocol):
@@ -223,6 +224,8 @@ def _loop(
             tick = time.monotonic()
             torch.manual_seed(config.seed * 1_000_003 + iteration)
             last = agent.train_iteration(iteration)
+            if not math.isfinite(last.get("loss", 0.0)):
+                raise FloatingPointError(f"the training loss is {last['loss']}")
             env_steps += int(last["env_steps"])
             iteration += 1
             now = time.monotonic()
@@ -252,6 +255,11 @@ def _loop(
                 break
     except KeyboardInterrupt:
         status = "interrupted"
+    except FloatingPointError as err:  # no checkpoint of the diverged state
+        raise RunFailed(
+            f"iteration {iteration} diverged ({err}); {path / runs.CHECKPOINT} holds the last "
+            "good state"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()

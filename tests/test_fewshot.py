@@ -292,3 +292,20 @@ def test_missing_data_offline_is_one_line_naming_the_folder(tmp_path, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "could not download" in err and str(empty) in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    omniglot_data, tmp_path, capsys
+):
+    from metarl.cli import main
+
+    out = tmp_path / "maml"
+    config = {**SMALL, "learner.kind": "maml", "episodes.meta_batch": 2, "train.iterations": 2}
+    metarl.train("maml-omniglot", out=out, overrides=config, progress=False, data_dir=omniglot_data)
+    good = (out / "checkpoint.pt").read_bytes()
+    argv = ["train", "--resume", str(out), "--set", "train.iterations=4", "--no-progress"]
+    argv += ["--set", "learner.inner_lr=1e30", "--set", "learner.inner_steps=2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "iteration 2 diverged" in err and "last good state" in err
+    assert (out / "checkpoint.pt").read_bytes() == good
