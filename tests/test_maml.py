@@ -162,3 +162,23 @@ def test_classifier_meta_gradient_through_conv4_matches_finite_differences():
             head.view(-1)[i] += eps
             numeric.view(-1)[i] = (up - down) / (2 * eps)
     assert (exact - numeric).norm() / numeric.norm() <= 1e-4
+
+
+def test_accuracy_after_each_inner_step_is_the_few_shot_adaptation_curve():
+    import numpy as np
+
+    from metarl.fewshot.protocol import evaluate_classifier
+
+    torch.manual_seed(0)
+    model = MAMLClassifier(Conv4(hidden=4), 4, max_ways=3, inner_lr=[0.5, 0.3], steps=2)
+    support_x, support_y = torch.rand(2, 3, 1, 28, 28), torch.arange(3).repeat(2, 1)
+    query_x = torch.rand(2, 4, 1, 28, 28)
+    by_step = model.logits_by_step(support_x, support_y, query_x, 3)
+    assert len(by_step) == 3
+    torch.testing.assert_close(by_step[-1], model(support_x, support_y, query_x, 3).detach())
+    before = model.maml(model.initial_params(support_x[1], support_y[1], 3), query_x[1])
+    torch.testing.assert_close(by_step[0][1], before.detach())
+    images = np.random.default_rng(0).integers(0, 255, (10, 20, 28, 28), dtype=np.uint8)
+    report = evaluate_classifier(model, images, ways=3, shots=1, queries=2, episodes=4, seed=0)
+    assert report["curve_of"] == "inner_steps" and report["curve"]["x"] == [0, 1, 2]
+    assert len(report["curve"]["agent"]) == len(report["curve"]["pixel_nn"]) == 3

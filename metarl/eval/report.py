@@ -77,7 +77,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         marker = "o" if len(curve["x"]) <= 20 else None  # a 1-shot curve is a single point
         ax_curve.plot(curve["x"], values, label=name, marker=marker, **style)
     fewshot = report["metric"] == "accuracy"
-    ax_curve.set_xlabel("support images per class" if fewshot else "pull")
+    labels = {"shots": "support images per class", "inner_steps": "inner gradient steps"}
+    ax_curve.set_xlabel(labels[report["curve_of"]] if fewshot else "pull")
     ax_curve.set_ylabel("accuracy" if fewshot else "mean reward")
     setting = f" {report['ways']}-way" if fewshot else ""
     ax_curve.set_title(

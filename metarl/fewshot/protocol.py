@@ -2,8 +2,10 @@
 
 Every learner is measured on the same episodes (drawn from ``seed``), beside two
 baselines measured on those episodes too: chance (``1 / ways``) and a nearest neighbour
-in pixel space. The adaptation curve is the accuracy with 1, 2, ..., K support images
-per class, on the first ``curve_episodes`` episodes.
+in pixel space. The adaptation curve, on the first ``curve_episodes`` episodes, is the
+accuracy after 0, 1, ..., k inner gradient steps for learners that adapt by gradient steps
+(those with a ``logits_by_step`` method), and otherwise the accuracy with 1, 2, ..., K
+support images per class.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def evaluate_classifier(
         seed: seeds the episodes: equal seeds give every learner the same episodes.
         batch: episodes per forward pass (default: about 400 queries' worth, which keeps
             the (class, query) pairs of a Relation Network in memory).
-        curve_episodes: episodes measured at every shot count for the adaptation curve.
+        curve_episodes: episodes measured at every shot count (or inner step) for the
+            adaptation curve.
 
     Returns:
         the fewshot fields of ``eval.json`` (DESIGN.md).
@@ -67,7 +70,9 @@ def evaluate_classifier(
     rng = np.random.default_rng(seed)
     was_training = model.training
     model.eval()
-    shot_counts = list(range(1, shots + 1))
+    by_step = hasattr(model, "logits_by_step")
+    shot_counts = [shots] if by_step else list(range(1, shots + 1))
+    steps: list[Tensor] = []  # (episodes, inner steps + 1) accuracies
     agent: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
     pixel: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
     try:
@@ -81,6 +86,9 @@ def evaluate_classifier(
                 logits = model(part.support_x, part.support_y, part.query_x, ways)
                 agent[k].append(episode_accuracy(logits, part.query_y))
                 pixel[k].append(episode_accuracy(pixel_nn_logits(part), part.query_y))
+            if by_step and start < curve_episodes:
+                every = model.logits_by_step(full.support_x, full.support_y, full.query_x, ways)
+                steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
     finally:
         model.train(was_training)
     value, ci95 = mean_ci95(torch.cat(agent[shots]).numpy())
@@ -92,7 +100,7 @@ def evaluate_classifier(
             for k in shot_counts
         ]
 
-    return {
+    report = {
         "metric": "accuracy",
         "higher_is_better": True,
         "value": value,
@@ -103,6 +111,7 @@ def evaluate_classifier(
         "queries": queries,
         "baselines": {"chance": 1.0 / ways, "pixel_nn": pixel_value},
         "baselines_ci95": {"chance": 0.0, "pixel_nn": pixel_ci95},
+        "curve_of": "shots",
         "curve": {
             "x": shot_counts,
             "agent": curve(agent),
@@ -110,3 +119,14 @@ def evaluate_classifier(
             "chance": [1.0 / ways] * shots,
         },
     }
+    if steps:
+        by_episode = torch.cat(steps)[:curve_episodes]
+        points = by_episode.shape[1]
+        report["curve_of"] = "inner_steps"
+        report["curve"] = {
+            "x": list(range(points)),
+            "agent": by_episode.mean(0).tolist(),
+            "pixel_nn": curve(pixel) * points,
+            "chance": [1.0 / ways] * points,
+        }
+    return report

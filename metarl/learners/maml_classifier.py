@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from metarl.backbones.base import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
-from metarl.learners.maml import MAML, Params, prototype_head
+from metarl.learners.maml import MAML, Params, prototype_head, sgd_steps
 from metarl.learners.protonet import prototypes
 
 
@@ -84,3 +84,19 @@ class MAMLClassifier(EpisodicClassifier):
             )
             logits.append(self.maml(phi, xq))
         return torch.stack(logits)
+
+    def logits_by_step(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int
+    ) -> list[Tensor]:
+        """Query logits (B, M, N) before adaptation and after each inner step: the
+        few-shot adaptation curve."""
+        check_episode(support_x, support_y, query_x, ways)
+        curve: list[list[Tensor]] = [[] for _ in range(len(self.maml.rates) + 1)]
+        for xs, ys, xq in zip(support_x, support_y, query_x, strict=True):
+            params = self.initial_params(xs, ys, ways)
+            for j, rate in enumerate([None, *self.maml.rates]):
+                if rate is not None:
+                    loss = lambda p, xs=xs, ys=ys: F.cross_entropy(self.maml(p, xs), ys)  # noqa: E731
+                    params = sgd_steps(params, loss, [rate], create_graph=False)
+                curve[j].append(self.maml(params, xq).detach())
+        return [torch.stack(step) for step in curve]
