@@ -12,7 +12,11 @@ from types import ModuleType
 
 from metarl.errors import ConfigError
 
-RECIPES = {"rl2-bandit": "agents.rl2_bandit", "fewshot-omniglot": "agents.fewshot_omniglot"}
+RECIPES = {
+    "rl2-bandit": "agents.rl2_bandit",
+    "fewshot-omniglot": "agents.fewshot_omniglot",
+    "maml-rl": "agents.maml_rl",
+}
 
 
 def get_recipe(name: str) -> ModuleType:

@@ -1,4 +1,5 @@
-"""Policies for black-box meta-RL: a sequence backbone with actor and critic heads.
+"""Policies: a sequence backbone with actor and critic heads for black-box meta-RL, and a
+Gaussian MLP for meta-RL by policy-gradient adaptation.
 
 The RL² inputs (Duan et al. 2016) at step t are the observation o_t, the previous action
 a_{t-1} (one-hot), the previous reward r_{t-1} and the previous episode-end flag d_{t-1}; the
@@ -7,8 +8,12 @@ backbone's memory starts empty at the start of a trial and persists across its e
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 from torch import Tensor, nn
+from torch.distributions import Normal
 
 from metarl.backbones.base import SequenceBackbone
 
@@ -71,3 +76,41 @@ class RecurrentActorCritic(nn.Module):
         """One step for a batch (B, D): logits (B, A), values (B,) and the new memory."""
         features, state = self.backbone.step(inputs, state)
         return self.actor(features), self.critic(features).squeeze(-1), state
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Diagonal Gaussian policy for continuous actions: an MLP gives the mean, a learned
+    state-independent log standard deviation gives the spread (Finn et al. 2017's policy).
+
+    Args:
+        obs_size: width of an observation.
+        action_size: width of an action.
+        hidden: widths of the hidden layers (tanh).
+        init_std: initial standard deviation of every action dimension.
+
+    Works on functional parameters: ``torch.func.functional_call(policy, params, (obs,))``
+    returns the distribution of the policy with ``params`` in place of its own.
+    """
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        hidden: tuple[int, ...] | list[int] = (100, 100),
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
+        widths = [obs_size, *hidden]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(fan_in, fan_out), nn.Tanh()]
+        self.body = nn.Sequential(*layers, nn.Linear(widths[-1], action_size))
+        self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
+
+    def forward(self, obs: Tensor) -> Normal:
+        """The action distribution for observations (..., obs_size); its ``log_prob`` is per
+        dimension (sum over the last axis for an action's)."""
+        scale = self.log_std.exp().expand(*obs.shape[:-1], -1)
+        return Normal(self.body(obs), scale, validate_args=False)  # checks cost more than acting

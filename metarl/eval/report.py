@@ -77,9 +77,17 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         marker = "o" if len(curve["x"]) <= 20 else None  # a 1-shot curve is a single point
         ax_curve.plot(curve["x"], values, label=name, marker=marker, **style)
     fewshot = report["metric"] == "accuracy"
-    labels = {"shots": "support images per class", "inner_steps": "inner gradient steps"}
-    ax_curve.set_xlabel(labels[report["curve_of"]] if fewshot else "pull")
-    ax_curve.set_ylabel("accuracy" if fewshot else "mean reward")
+    labels = {
+        "shots": "support images per class",
+        "inner_steps": "inner gradient steps",
+        "gradient_steps": "policy-gradient steps on the task",
+    }
+    ax_curve.set_xlabel(labels.get(report.get("curve_of", ""), "pull"))
+    ax_curve.set_ylabel(
+        {"accuracy": "accuracy", "return": "mean episode return"}.get(
+            report["metric"], "mean reward"
+        )
+    )
     setting = f" {report['ways']}-way" if fewshot else ""
     ax_curve.set_title(
         f"{report['experiment']}: adaptation on {report['episodes']}{setting} held-out tasks"

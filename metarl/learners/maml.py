@@ -42,12 +42,18 @@ def _check_rates(owner: str, lr: float | Sequence[float], steps: int) -> list[fl
 
 
 def sgd_steps(
-    params: Mapping[str, Tensor], loss_fn: LossFn, rates: Sequence[float], create_graph: bool
+    params: Mapping[str, Tensor],
+    loss_fn: LossFn,
+    rates: Sequence[float],
+    create_graph: bool,
+    check_finite: bool = True,
 ) -> Params:
     """``len(rates)`` gradient-descent steps from ``params`` on ``loss_fn``.
 
     With ``create_graph`` the result stays a differentiable function of ``params`` (the
     second-order meta-gradient); without it each step's gradient is a constant.
+    ``check_finite=False`` skips the divergence check, which cannot run under ``vmap``
+    (for losses already checked when the same steps were first taken).
 
     Raises:
         DivergenceError: a loss is NaN or infinite.
@@ -59,7 +65,7 @@ def sgd_steps(
     current = dict(params)
     for step, rate in enumerate(rates):
         grads, loss = step_grad(current)
-        if not torch.isfinite(loss):
+        if check_finite and not torch.isfinite(loss):
             raise DivergenceError(f"inner step {step + 1}: the loss is {loss.item()}")
         current = {
             name: p - rate * (grads[name] if create_graph else grads[name].detach())
@@ -105,13 +111,33 @@ class MAML(nn.Module):
 
     def adapt(self, loss_fn: LossFn, params: Mapping[str, Tensor] | None = None) -> Params:
         """φ_k of one task: k inner steps on ``loss_fn`` from ``params`` (default θ)."""
-        start = self.meta_params() if params is None else params
-        if self.first_order:  # the adapted parameters are θ plus a constant
-            constant = sgd_steps(
-                {k: v.detach() for k, v in start.items()}, loss_fn, self.rates, False
-            )
+        return self._steps(loss_fn, self.meta_params() if params is None else params, self.rates)
+
+    def adapt_step(
+        self,
+        loss_fn: LossFn,
+        params: Mapping[str, Tensor],
+        step: int,
+        check_finite: bool = True,
+    ) -> Params:
+        """φ_{j+1} from φ_j = ``params``: inner step ``step`` (j, from 0) alone, with its own
+        rate α_j. Meta-RL takes one step at a time: each step's loss comes from trajectories
+        sampled with the parameters that step starts from. ``check_finite``: see
+        :func:`sgd_steps`."""
+        return self._steps(loss_fn, params, self.rates[step : step + 1], check_finite)
+
+    def _steps(
+        self,
+        loss_fn: LossFn,
+        start: Mapping[str, Tensor],
+        rates: list[float],
+        check_finite: bool = True,
+    ) -> Params:
+        if self.first_order:  # the adapted parameters are the start plus a constant
+            detached = {k: v.detach() for k, v in start.items()}
+            constant = sgd_steps(detached, loss_fn, rates, False, check_finite)
             return {k: start[k] + (constant[k] - start[k]).detach() for k in start}
-        return sgd_steps(start, loss_fn, self.rates, create_graph=True)
+        return sgd_steps(start, loss_fn, rates, True, check_finite)
 
 
 class Reptile:

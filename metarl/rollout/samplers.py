@@ -8,28 +8,38 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from metarl.config import SamplerConfig
 from metarl.errors import UsageError
-from metarl.rollout.worker import Batch, RolloutWorker, Shard
+from metarl.rollout.worker import Batch, RolloutWorker
+
+
+class Worker(Protocol):
+    """What samplers run: :class:`RolloutWorker` (trials of a memory policy) or
+    :class:`EpisodeWorker` (episodes of tasks, each with its own parameters)."""
+
+    def sample(self, weights: dict[str, Any] | None, shards: list[Any]) -> list[Batch]: ...
 
 
 class Sampler(Protocol):
     """Runs shards with the given policy weights."""
 
-    def sample(self, weights: dict[str, Any], shards: list[Shard]) -> list[Batch]: ...
+    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]: ...
 
     def close(self) -> None: ...
 
 
 class LocalSampler:
-    """One :class:`RolloutWorker` in this process, built from ``worker_kwargs``."""
+    """One worker in this process, ``worker(**worker_kwargs)``."""
 
-    def __init__(self, worker_kwargs: dict[str, Any]) -> None:
-        self.worker = RolloutWorker(**worker_kwargs)
+    def __init__(
+        self, worker_kwargs: dict[str, Any], worker: Callable[..., Worker] = RolloutWorker
+    ) -> None:
+        self.worker = worker(**worker_kwargs)
 
-    def sample(self, weights: dict[str, Any], shards: list[Shard]) -> list[Batch]:
+    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]:
         return self.worker.sample(weights, shards)
 
     def close(self) -> None:
@@ -51,16 +61,23 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
 
 
 class RaySampler:
-    """``workers`` :class:`RolloutWorker` actors; weights are put in the object store once per
-    call and shards are dealt to the actors round-robin.
+    """``workers`` worker actors; weights are put in the object store once per call and
+    shards are dealt to the actors round-robin.
 
     Args:
-        worker_kwargs: :class:`RolloutWorker`'s arguments (each actor builds its own).
+        worker_kwargs: the worker's arguments (each actor builds its own).
         workers: number of actors.
         address: a running cluster's address; empty starts a local Ray instance.
+        worker: the worker class, :class:`RolloutWorker` or :class:`EpisodeWorker`.
     """
 
-    def __init__(self, worker_kwargs: dict[str, Any], workers: int, address: str = "") -> None:
+    def __init__(
+        self,
+        worker_kwargs: dict[str, Any],
+        workers: int,
+        address: str = "",
+        worker: Callable[..., Worker] = RolloutWorker,
+    ) -> None:
         import ray
 
         check_ray_address(address)
@@ -78,10 +95,10 @@ class RaySampler:
                 raise UsageError(
                     f"cannot start or join Ray at {address or 'local'}: {str(err).splitlines()[0]}"
                 ) from None
-        actor = ray.remote(num_cpus=1)(RolloutWorker)
+        actor = ray.remote(num_cpus=1)(worker)
         self.actors = [actor.remote(**worker_kwargs) for _ in range(workers)]
 
-    def sample(self, weights: dict[str, Any], shards: list[Shard]) -> list[Batch]:
+    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]:
         import ray
 
         ref = ray.put(weights)
@@ -101,8 +118,12 @@ class RaySampler:
         self.actors = []
 
 
-def make_sampler(config: SamplerConfig, worker_kwargs: dict[str, Any]) -> Sampler:
-    """The sampler for ``config.backend``, its workers built from ``worker_kwargs``."""
+def make_sampler(
+    config: SamplerConfig,
+    worker_kwargs: dict[str, Any],
+    worker: Callable[..., Worker] = RolloutWorker,
+) -> Sampler:
+    """The sampler for ``config.backend``, its workers ``worker(**worker_kwargs)``."""
     if config.backend == "ray":
-        return RaySampler(worker_kwargs, config.workers, config.ray_address)
-    return LocalSampler(worker_kwargs)
+        return RaySampler(worker_kwargs, config.workers, config.ray_address, worker)
+    return LocalSampler(worker_kwargs, worker)

@@ -1,0 +1,342 @@
+"""``maml-rl``: a Gaussian MLP policy meta-trained to adapt by policy-gradient steps
+(Finn et al. 2017, section 5.2-5.3) on 2-D navigation and MuJoCo locomotion tasks.
+
+Each iteration draws ``meta_batch`` tasks. For each, rollout workers sample
+``episodes_per_task`` episodes with θ, the learner takes an inner step, the workers sample
+again with the task's adapted parameters, and so on for ``learner.inner_steps`` steps; the
+meta-update (MAML-TRPO, its first-order variant, or Reptile's) then uses the last episodes.
+``learner.algorithm: pretrain`` trains the multi-task baseline with the same machinery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from envs import CONTINUOUS_FAMILIES, make_task_env
+from metarl import runs
+from metarl.config import SamplerConfig, TrainConfig, require
+from metarl.errors import UsageError
+from metarl.learners.maml import Params
+from metarl.learners.meta_pg import (
+    ALGORITHMS,
+    MetaPolicyGradient,
+    TaskEpisodes,
+    split_tasks,
+    task_episodes,
+)
+from metarl.learners.trpo import TRPOConfig
+from metarl.policies import GaussianMLPPolicy
+from metarl.rollout import EpisodeWorker, TaskShard, make_sampler
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """Attributes:
+    family: Navigation2D, HalfCheetahVel, HalfCheetahDir, AntVel or AntDir.
+    horizon: steps per episode (100 for navigation, 200 for locomotion in the paper).
+    meta_batch: tasks per meta-update.
+    episodes_per_task: episodes sampled per task and inner step (K in the paper)."""
+
+    family: str = "Navigation2D"
+    horizon: int = 100
+    meta_batch: int = 20
+    episodes_per_task: int = 20
+
+    def __post_init__(self) -> None:
+        require(
+            self.family in CONTINUOUS_FAMILIES,
+            "env.family",
+            self.family,
+            " or ".join(CONTINUOUS_FAMILIES),
+        )
+        for key in ("horizon", "meta_batch", "episodes_per_task"):
+            require(getattr(self, key) >= 1, f"env.{key}", getattr(self, key), "an integer >= 1")
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    """Attributes:
+    hidden: hidden layer widths of the Gaussian MLP policy (tanh).
+    init_std: initial action standard deviation."""
+
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [100, 100])
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(all(h >= 1 for h in self.hidden), "policy.hidden", self.hidden, "widths >= 1")
+        require(self.init_std > 0, "policy.init_std", self.init_std, "a positive number")
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    """Attributes:
+    algorithm: maml (second-order MAML-TRPO), fomaml, reptile (Reptile-PG) or pretrain
+        (multi-task TRPO, the pre-trained baseline).
+    inner_lr: α, the inner policy-gradient step size.
+    inner_steps: inner steps per task.
+    outer_lr: Reptile's β.
+    gamma: discount factor.
+    gae_lambda: GAE's λ for the advantages (1: Monte-Carlo returns minus the baseline)."""
+
+    algorithm: str = "maml"
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    outer_lr: float = 1.0
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.algorithm in ALGORITHMS, "learner.algorithm", self.algorithm, str(ALGORITHMS))
+        require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
+        require(self.inner_steps >= 1, "learner.inner_steps", self.inner_steps, "an integer >= 1")
+        require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
+        require(0 < self.gamma <= 1, "learner.gamma", self.gamma, "a number in (0, 1]")
+        require(0 <= self.gae_lambda <= 1, "learner.gae_lambda", self.gae_lambda, "in [0, 1]")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Attributes:
+    episodes: held-out tasks.
+    seed: seeds the held-out tasks and their episodes: every run meets the same ones.
+    steps: gradient steps of the adaptation curve (0 .. steps).
+    pretrained_run: a run folder of this experiment with ``learner.algorithm: pretrain``
+        giving the fine-tuned baseline; empty: pre-train one for ``pretrain_iterations``.
+    pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline.
+    ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch."""
+
+    episodes: int = 40
+    seed: int = 2_147_483_647
+    steps: int = 3
+    pretrained_run: str = ""
+    pretrain_iterations: int = 50
+    ppo_tasks: int = 5
+
+    def __post_init__(self) -> None:
+        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
+        require(self.steps >= 1, "eval.steps", self.steps, "an integer >= 1")
+        require(self.pretrain_iterations >= 1, "eval.pretrain_iterations", self.steps, ">= 1")
+        require(self.ppo_tasks >= 0, "eval.ppo_tasks", self.ppo_tasks, "an integer >= 0")
+
+
+@dataclasses.dataclass
+class Config:
+    """A ``maml-rl`` experiment.
+
+    Attributes:
+        name: experiment name.
+        agent: ``maml-rl``.
+        seed: seeds the weights and every iteration's tasks and episodes.
+    """
+
+    name: str
+    agent: str
+    seed: int = 0
+    env: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
+    trpo: TRPOConfig = dataclasses.field(default_factory=TRPOConfig)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def build_policy(config: Config) -> GaussianMLPPolicy:
+    env = make_task_env(config.env.family, config.env.horizon)
+    obs_size = int(np.prod(env.observation_space.shape))
+    action_size = int(np.prod(env.action_space.shape))
+    env.close()
+    return GaussianMLPPolicy(obs_size, action_size, config.policy.hidden, config.policy.init_std)
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean and 95% confidence half-width (normal approximation) of per-task values."""
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+class MetaPGAgent:
+    """Samples a meta-batch's episodes on rollout workers, adapts each task, meta-updates."""
+
+    headline = "mean_return"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.policy = build_policy(config)
+        learner = config.learner
+        self.learner = MetaPolicyGradient(
+            self.policy,
+            learner.algorithm,
+            learner.inner_lr,
+            learner.inner_steps,
+            config.trpo,
+            learner.outer_lr,
+        )
+        self.task_env = make_task_env(config.env.family, config.env.horizon)
+        self.worker_kwargs = {
+            "make_env": functools.partial(make_task_env, config.env.family, config.env.horizon),
+            "make_policy": functools.partial(build_policy, config),
+            "episodes": config.env.episodes_per_task,
+            "horizon": config.env.horizon,
+        }
+        self.sampler = make_sampler(config.sampler, self.worker_kwargs, EpisodeWorker)
+
+    def sample_tasks(self, seed: Any, count: int) -> np.ndarray:
+        """``count`` tasks of the distribution, drawn from ``seed`` alone."""
+        self.task_env.np_random = np.random.default_rng(seed)
+        return self.task_env.sample_tasks(count)
+
+    def _episodes(
+        self, tasks: np.ndarray, params: list[Params] | None, seed: list[int]
+    ) -> tuple[list[TaskEpisodes], np.ndarray, int]:
+        """Sample every task (with its own parameters, or θ) cut into shards; returns each
+        task's episodes, the tasks' mean returns and the environment steps taken."""
+        shards = []
+        bounds = np.linspace(0, len(tasks), self.config.sampler.shards + 1).astype(int)
+        for shard_seed, lo, hi in zip(seed, bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                own = None if params is None else params[lo:hi]
+                shards.append(TaskShard(shard_seed, tasks[lo:hi], own))
+        batches = split_tasks(self.sampler.sample(self.policy.state_dict(), shards))
+        learner = self.config.learner
+        episodes = [task_episodes(b, learner.gamma, learner.gae_lambda) for b in batches]
+        returns = np.array([b["returns"].mean() for b in batches])
+        return episodes, returns, int(sum(b["mask"].sum() for b in batches))
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        tasks = self.sample_tasks([cfg.seed, iteration], cfg.env.meta_batch)
+        theta = {k: v.detach() for k, v in self.policy.named_parameters()}
+        params: list[Params] | None = None
+        inner: list[list[TaskEpisodes]] = [[] for _ in tasks]
+        metrics, env_steps = {}, 0
+        for step in range(self.learner.steps_in_training + 1):
+            seeds = np.random.SeedSequence([cfg.seed, iteration, step])
+            shard_seeds = [int(s) for s in seeds.generate_state(cfg.sampler.shards)]
+            episodes, returns, steps = self._episodes(tasks, params, shard_seeds)
+            env_steps += steps
+            metrics[f"return_step{step}"] = float(returns.mean())
+            if step == self.learner.steps_in_training:
+                break
+            for i, task_episodes_ in enumerate(episodes):
+                inner[i].append(task_episodes_)
+            start = [theta] * len(tasks) if params is None else params
+            params = [self.learner.step(p, e, step) for p, e in zip(start, episodes, strict=True)]
+        stats = self.learner.update(inner, episodes, params or [theta] * len(tasks))
+        return {
+            "mean_return": float(returns.mean()),
+            "pre_return": metrics["return_step0"],
+            "env_steps": float(env_steps),
+            **({"loss": stats["loss_after"], "kl": stats["kl"]} if stats else {}),
+            **{k: v for k, v in stats.items() if k == "line_search_steps"},
+            **metrics,
+        }
+
+    def adaptation_curve(
+        self, policy_state: dict[str, torch.Tensor], tasks: np.ndarray, steps: int
+    ) -> np.ndarray:
+        """Mean return per task (len(tasks), steps + 1) before and after each inner
+        policy-gradient step from the parameters ``policy_state``, sampling
+        ``episodes_per_task`` episodes per step as in training."""
+        cfg = self.config
+        self.policy.load_state_dict(policy_state)
+        theta = {k: v.detach() for k, v in self.policy.named_parameters()}
+        params = [theta] * len(tasks)
+        curve = []
+        for step in range(steps + 1):
+            seed = np.random.SeedSequence([cfg.eval.seed, step])
+            shard_seeds = [int(s) for s in seed.generate_state(cfg.sampler.shards)]
+            episodes, returns, _ = self._episodes(tasks, params, shard_seeds)
+            curve.append(returns)
+            if step < steps:
+                params = [
+                    self.learner.step(p, e, step) for p, e in zip(params, episodes, strict=True)
+                ]
+        return np.stack(curve, axis=1)
+
+    def pretrained_state(self) -> dict[str, torch.Tensor]:
+        """The multi-task pre-trained policy: from ``eval.pretrained_run``, or trained now."""
+        cfg = self.config
+        if cfg.eval.pretrained_run:
+            path = Path(cfg.eval.pretrained_run)
+            trained = runs.read_run_config(path)
+            if trained.get("learner", {}).get("algorithm") != "pretrain":
+                raise UsageError(f"eval.pretrained_run {path} is not a 'pretrain' run")
+            return runs.load_checkpoint(path)["agent"]["policy"]
+        learner = dataclasses.replace(cfg.learner, algorithm="pretrain")
+        baseline = MetaPGAgent(dataclasses.replace(cfg, learner=learner))
+        try:
+            for iteration in tqdm(range(cfg.eval.pretrain_iterations), desc="pre-training"):
+                torch.manual_seed(cfg.seed * 1_000_003 + iteration)
+                baseline.train_iteration(iteration)
+            return baseline.policy.state_dict()
+        finally:
+            baseline.close()
+
+    def evaluate(self, episodes: int) -> dict[str, Any]:
+        """Return after 0..``eval.steps`` gradient steps on held-out tasks, for the agent,
+        the fine-tuned pre-trained policy and PPO from scratch with as many env steps."""
+        from metarl.eval.ppo_baseline import ppo_scratch_curve
+
+        cfg = self.config
+        tasks = self.sample_tasks([cfg.eval.seed], episodes)
+        steps = cfg.eval.steps
+        trained = {k: v.clone() for k, v in self.policy.state_dict().items()}
+        curves = {
+            "agent": self.adaptation_curve(trained, tasks, steps),
+            "pretrained_finetuned": self.adaptation_curve(self.pretrained_state(), tasks, steps),
+        }
+        self.policy.load_state_dict(trained)
+        if cfg.eval.ppo_tasks:
+            curves["ppo_scratch"] = ppo_scratch_curve(
+                self.worker_kwargs["make_env"],
+                list(tasks[: cfg.eval.ppo_tasks]),
+                steps_per_point=cfg.env.episodes_per_task * cfg.env.horizon,
+                points=steps,
+                eval_episodes=cfg.env.episodes_per_task,
+                seed=cfg.eval.seed,
+            )
+        k = min(cfg.learner.inner_steps, steps)
+        value, ci95 = mean_ci(curves["agent"][:, k])
+        measured = [("pre_adaptation", curves["agent"][:, 0])]
+        measured += [(name, c[:, k]) for name, c in curves.items() if name != "agent"]
+        baselines, baselines_ci = {}, {}
+        for name, values in measured:
+            baselines[name], baselines_ci[name] = mean_ci(values)
+        return {
+            "metric": "return",
+            "higher_is_better": True,
+            "value": value,
+            "ci95": ci95,
+            "episodes": len(tasks),
+            "baselines": baselines,
+            "baselines_ci95": baselines_ci,
+            "curve": {"x": list(range(steps + 1))}
+            | {name: c.mean(0).tolist() for name, c in curves.items()},
+            "curve_of": "gradient_steps",
+            "value_after_steps": k,
+            "env_steps_per_step": cfg.env.episodes_per_task * cfg.env.horizon,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+
+    def close(self) -> None:
+        self.sampler.close()
+        self.task_env.close()
+
+
+def build(config: Config) -> MetaPGAgent:
+    return MetaPGAgent(config)

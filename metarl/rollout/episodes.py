@@ -1,0 +1,119 @@
+"""The episode worker of meta-RL by gradient adaptation: samples episodes of several tasks,
+each with its own policy parameters (θ before adaptation, that task's φ after).
+
+It complements :class:`metarl.rollout.RolloutWorker`, which runs whole multi-episode trials
+of a memory policy. The same samplers run both, in-process or as Ray actors, and a worker
+takes any number of tasks, so the meta-batch never depends on the number of workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metarl.rollout.worker import Batch
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskShard:
+    """A unit of sampling work: ``episodes`` episodes of each task in ``tasks``.
+
+    Attributes:
+        seed: seeds the environments and the action noise of every task in the shard.
+        tasks: one row per task, as the environment's ``set_task`` takes it.
+        params: one parameter dict per task (an adapted policy); ``None``: the sampler's
+            weights for every task.
+    """
+
+    seed: int
+    tasks: np.ndarray
+    params: list[dict[str, Tensor]] | None = None
+
+
+class EpisodeWorker:
+    """Samples fixed-horizon episodes of a policy on tasks of a distribution.
+
+    Args:
+        make_env: builds one environment with ``set_task`` that reads its task from
+            ``reset(options={"task": ...})``; ``episodes`` copies of it step together as a
+            gymnasium ``SyncVectorEnv``.
+        make_policy: builds the policy; it maps observations (N, D) to a
+            ``torch.distributions.Distribution`` over actions.
+        episodes: episodes per task.
+        horizon: steps per episode; an episode that terminates earlier is masked after its end.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], gym.Env],
+        make_policy: Callable[[], nn.Module],
+        episodes: int,
+        horizon: int,
+    ) -> None:
+        self.envs = gym.vector.SyncVectorEnv([make_env for _ in range(episodes)])
+        self.policy = make_policy()
+        self.horizon = horizon
+        space = self.envs.single_action_space
+        self.low, self.high = space.low, space.high
+
+    def sample(self, weights: dict[str, Any] | None, shards: list[TaskShard]) -> list[Batch]:
+        """Load ``weights`` (if given) and sample every task of every shard.
+
+        Returns one batch per shard: ``obs`` (n, E, T, D), ``actions`` (n, E, T, A),
+        ``rewards`` and ``mask`` (n, E, T) and ``returns`` (n, E), for its n tasks."""
+        if weights is not None:
+            self.policy.load_state_dict(weights)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small policies: intra-op threads only slow acting down
+        try:
+            return [self._run_shard(shard) for shard in shards]
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_shard(self, shard: TaskShard) -> Batch:
+        seeds = np.random.SeedSequence(shard.seed).generate_state(len(shard.tasks))
+        own = {k: v.detach() for k, v in self.policy.named_parameters()}
+        runs = [
+            self.run_task(task, own if shard.params is None else shard.params[i], int(seed))
+            for i, (task, seed) in enumerate(zip(shard.tasks, seeds, strict=True))
+        ]
+        return {k: np.stack([r[k] for r in runs]) for k in runs[0]}
+
+    @torch.no_grad()
+    def run_task(self, task: Any, params: dict[str, Tensor], seed: int) -> Batch:
+        """``episodes`` episodes of one task with the policy on ``params``; (E, T, ...) arrays."""
+        envs, horizon = self.envs, self.horizon
+        generator = torch.Generator().manual_seed(seed)
+        obs, _ = envs.reset(seed=seed, options={"task": task})
+        count = envs.num_envs
+        out = {
+            "obs": np.zeros((count, horizon, *obs.shape[1:]), dtype=np.float32),
+            "actions": np.zeros((count, horizon, *self.low.shape), dtype=np.float32),
+            "rewards": np.zeros((count, horizon), dtype=np.float32),
+            "mask": np.zeros((count, horizon), dtype=np.float32),
+        }
+        alive = np.ones(count, dtype=bool)
+        for t in range(horizon):
+            dist = functional_call(
+                self.policy, params, (torch.as_tensor(obs, dtype=torch.float32),)
+            )
+            noise = torch.randn(dist.mean.shape, generator=generator)
+            action = (dist.mean + dist.stddev * noise).numpy()
+            out["obs"][:, t], out["actions"][:, t], out["mask"][:, t] = obs, action, alive
+            obs, reward, terminated, truncated, _ = envs.step(np.clip(action, self.low, self.high))
+            out["rewards"][:, t] = reward * alive
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+        out["returns"] = out["rewards"].sum(axis=1)
+        return out
+
+    def close(self) -> None:
+        self.envs.close()

@@ -1,0 +1,130 @@
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import metarl
+from envs import make_task_env
+from metarl.cli import main
+from metarl.policies import GaussianMLPPolicy
+from metarl.rollout import EpisodeWorker, TaskShard
+from metarl.runs import read_metrics
+
+TINY = {
+    "env.meta_batch": 4,
+    "env.episodes_per_task": 4,
+    "env.horizon": 20,
+    "sampler.shards": 2,
+    "policy.hidden": [16, 16],
+    "train.iterations": 2,
+}
+
+
+def nav_worker(episodes=3, horizon=10):
+    return EpisodeWorker(
+        functools.partial(make_task_env, "Navigation2D", horizon),
+        functools.partial(GaussianMLPPolicy, 2, 2, [8]),
+        episodes,
+        horizon,
+    )
+
+
+def test_episode_worker_samples_each_task_with_its_own_parameters():
+    worker = nav_worker()
+    theta = {k: v.detach() for k, v in worker.policy.named_parameters()}
+    shifted = {**theta, "body.2.bias": theta["body.2.bias"] + 5.0}  # mean action +5
+    tasks = np.array([[0.3, 0.3], [-0.3, 0.2]])
+    (own,) = worker.sample(None, [TaskShard(7, tasks)])
+    (mixed,) = worker.sample(None, [TaskShard(7, tasks, [theta, shifted])])
+    assert own["obs"].shape == (2, 3, 10, 2) and own["returns"].shape == (2, 3)
+    np.testing.assert_array_equal(own["actions"][0], mixed["actions"][0])
+    # same start and noise: the first actions differ by the shifted mean alone
+    np.testing.assert_allclose(mixed["actions"][1, :, 0] - own["actions"][1, :, 0], 5.0, atol=1e-5)
+    # the robot walks the clipped step of 0.1 per coordinate: its position is known
+    np.testing.assert_allclose(mixed["obs"][1, :, -1], 0.9, atol=1e-6)
+    (again,) = worker.sample(None, [TaskShard(7, tasks)])
+    np.testing.assert_array_equal(own["actions"], again["actions"])
+
+
+def test_episode_worker_rewards_follow_each_task():
+    worker = nav_worker(episodes=1, horizon=1)
+    tasks = np.array([[0.5, 0.5], [0.0, 0.0]])
+    (batch,) = worker.sample(None, [TaskShard(0, tasks)])
+    moved = np.clip(batch["actions"][:, 0, 0], -0.1, 0.1)
+    np.testing.assert_allclose(
+        batch["rewards"][:, 0, 0], -np.linalg.norm(moved - tasks, axis=-1), rtol=1e-5
+    )
+
+
+def test_maml_nav2d_iteration_is_the_same_on_the_local_and_ray_backends(tmp_path):
+    runs = {
+        backend: metarl.train(
+            "maml-nav2d",
+            out=tmp_path / backend,
+            overrides={**TINY, "train.iterations": 1},
+            backend=backend,
+            workers=2,
+            progress=False,
+        )
+        for backend in ("local", "ray")
+    }
+    states = [torch.load(r.path / "checkpoint.pt")["agent"]["policy"] for r in runs.values()]
+    for name in states[0]:
+        torch.testing.assert_close(states[0][name], states[1][name], rtol=0, atol=0)
+    assert runs["local"].summary["final_mean_return"] == runs["ray"].summary["final_mean_return"]
+
+
+def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path):
+    whole = metarl.train("maml-nav2d", out=tmp_path / "whole", overrides=TINY, progress=False)
+    first = {**TINY, "train.iterations": 1}
+    metarl.train("maml-nav2d", out=tmp_path / "part", overrides=first, progress=False)
+    resumed = metarl.train(
+        resume=tmp_path / "part", overrides={"train.iterations": 2}, progress=False
+    )
+    a = torch.load(whole.path / "checkpoint.pt")["agent"]["policy"]
+    b = torch.load(resumed.path / "checkpoint.pt")["agent"]["policy"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_one_inner_step_improves_the_return_after_a_few_meta_updates(tmp_path):
+    overrides = {**TINY, "env.meta_batch": 10, "env.episodes_per_task": 10, "train.iterations": 6}
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=overrides, progress=False)
+    rows = read_metrics(run.path)
+    gains = [r["return_step1"] - r["return_step0"] for r in rows]
+    assert np.mean(gains[-3:]) > 0
+    assert rows[-1]["return_step0"] > rows[0]["return_step0"]  # the meta-policy improves too
+
+
+def test_eval_reports_the_adaptation_curve_beside_both_baselines(tmp_path):
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
+    config = (run.path / "config.yaml").read_text()
+    config = config.replace("pretrain_iterations: 100", "pretrain_iterations: 1")
+    config = config.replace("ppo_tasks: 5", "ppo_tasks: 2")
+    (run.path / "config.yaml").write_text(config)
+    report = run.evaluate(episodes=4)
+    assert report["metric"] == "return" and report["episodes"] == 4
+    assert report["curve"]["x"] == [0, 1, 2, 3]
+    assert set(report["curve"]) == {"x", "agent", "pretrained_finetuned", "ppo_scratch"}
+    assert report["value"] == pytest.approx(report["curve"]["agent"][1])
+    assert report["baselines"]["pre_adaptation"] == pytest.approx(report["curve"]["agent"][0])
+    assert report["env_steps_per_step"] == 4 * 20
+    assert (run.path / "eval.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("learner.inner_lr=-0.1", "learner.inner_lr"),
+        ("learner.inner_steps=0", "learner.inner_steps"),
+        ("learner.algorithm=maml2", "learner.algorithm"),
+        ("env.family=Hopper", "env.family"),
+        ("trpo.max_kl=0", "trpo.max_kl"),
+    ],
+)
+def test_bad_learner_settings_exit_2_naming_the_key(tmp_path, capsys, assignment, message):
+    code = main(["train", "maml-nav2d", "--out", str(tmp_path / "r"), "--set", assignment])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

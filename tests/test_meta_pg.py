@@ -1,0 +1,206 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import kl_divergence
+from torch.func import functional_call
+
+from metarl.learners.linear_baseline import discounted_returns, fit_predict
+from metarl.learners.maml import DivergenceError
+from metarl.learners.meta_pg import MetaPolicyGradient, TaskEpisodes, task_episodes
+from metarl.learners.ppo import masked_mean
+from metarl.learners.trpo import TRPOConfig, conjugate_gradient, trpo_step
+from metarl.policies import GaussianMLPPolicy
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=6)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b))
+
+
+def test_trpo_step_moves_along_the_natural_gradient_to_the_trust_region():
+    # loss -c·θ, KL ½(θ-θ0)ᵀA(θ-θ0): the step is √(2δ / cᵀA⁻¹c) A⁻¹c, KL = δ on the boundary
+    a = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    c = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+
+    def objective():
+        return -(c @ theta), 0.5 * theta @ a @ theta
+
+    config = TRPOConfig(max_kl=0.02, cg_damping=0.0)
+    stats = trpo_step([theta], objective, config)
+    natural = torch.linalg.solve(a, c)
+    expected = natural * math.sqrt(2 * 0.02 / (c @ natural).item())
+    steps = stats["line_search_steps"]
+    torch.testing.assert_close(theta.detach(), expected * 0.8**steps)
+    assert steps <= 1  # the full step or, on float round-off at the boundary, one shrink
+    assert stats["kl"] <= 0.02 and stats["loss_after"] < stats["loss_before"]
+
+
+def test_trpo_step_keeps_theta_when_no_step_improves():
+    theta = torch.ones(2, requires_grad=True)
+
+    def objective():  # a flat loss: no step lowers it
+        return 0.0 * theta.sum() + 1.0, ((theta - 1) ** 2).sum()
+
+    stats = trpo_step([theta], objective, TRPOConfig(line_search_steps=3))
+    assert stats["line_search_steps"] == 3
+    torch.testing.assert_close(theta.detach(), torch.ones(2))
+
+
+def test_discounted_returns_by_hand():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    returns = discounted_returns(rewards, mask, gamma=0.5)
+    torch.testing.assert_close(returns, torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 0]]))
+
+
+def test_linear_baseline_fits_returns_that_are_cubic_in_time():
+    # constant reward 1, γ = 1: G_t = T − t, a polynomial of the time feature
+    obs = torch.randn(3, 50, 2)
+    rewards, mask = torch.ones(3, 50), torch.ones(3, 50)
+    values = fit_predict(obs, rewards, mask, gamma=1.0)
+    torch.testing.assert_close(values, (50 - torch.arange(50.0)).expand(3, 50), atol=0.05, rtol=0)
+
+
+def test_advantages_are_normalised_over_valid_steps():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(4, 6)
+    mask[1, 4:] = 0
+    batch = {
+        "obs": torch.randn(4, 6, 2, generator=g).numpy(),
+        "actions": torch.randn(4, 6, 2, generator=g).numpy(),
+        "rewards": (torch.randn(4, 6, generator=g) * mask).numpy(),
+        "mask": mask.numpy(),
+    }
+    episodes = task_episodes(batch, gamma=0.99, gae_lambda=1.0)
+    assert masked_mean(episodes.advantages, mask).abs() < 1e-6
+    assert masked_mean(episodes.advantages**2, mask).sqrt() == pytest.approx(1.0, abs=1e-4)
+    assert (episodes.advantages[1, 4:] == 0).all()
+
+
+def synthetic_tasks(policy, tasks=3, steps=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def episodes():
+        obs = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
+        actions = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
+        return TaskEpisodes(obs, actions, torch.ones(2, 4, dtype=torch.float64), obs[..., 0])
+
+    inner = [[episodes() for _ in range(steps)] for _ in range(tasks)]
+    outer = [episodes() for _ in range(tasks)]
+    return inner, outer
+
+
+def loop_objective(learner, inner, outer, old):
+    """The MAML-TRPO surrogate and KL written as a plain per-task loop."""
+    losses, kls = [], []
+    for task_inner, episodes, old_params in zip(inner, outer, old, strict=True):
+        params = learner.maml.meta_params()
+        for j, e in enumerate(task_inner):
+            params = learner.maml.adapt_step(lambda p, e=e: learner.inner_loss(p, e), params, j)
+        dist = functional_call(learner.policy, params, (episodes.obs,))
+        old_dist = functional_call(learner.policy, old_params, (episodes.obs,))
+        ratio = torch.exp(
+            dist.log_prob(episodes.actions).sum(-1) - old_dist.log_prob(episodes.actions).sum(-1)
+        )
+        losses.append(-masked_mean(ratio * episodes.advantages, episodes.mask))
+        kls.append(masked_mean(kl_divergence(old_dist, dist).sum(-1), episodes.mask))
+    return torch.stack(losses).mean(), torch.stack(kls).mean()
+
+
+def capture_objective(learner, inner, outer, old, monkeypatch):
+    import metarl.learners.meta_pg as meta_pg
+
+    captured = {}
+
+    def spy(params, objective, config):
+        captured["objective"] = objective
+        return {}
+
+    monkeypatch.setattr(meta_pg, "trpo_step", spy)
+    learner.update(inner, outer, old)
+    return captured["objective"]
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_batched_outer_objective_equals_the_per_task_loop(algorithm, steps, monkeypatch):
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden=[5], init_std=0.7).double()
+    learner = MetaPolicyGradient(policy, algorithm, [0.3, 0.2][:steps], steps, TRPOConfig())
+    inner, outer = synthetic_tasks(policy, steps=steps)
+    theta = {k: v.detach() for k, v in policy.named_parameters()}
+    old = [{k: v + 0.01 * (i + 1) for k, v in theta.items()} for i in range(len(outer))]
+    batched = capture_objective(learner, inner, outer, old, monkeypatch)()
+    looped = loop_objective(learner, inner, outer, old)
+    params = list(policy.parameters())
+    for a, b in zip(batched, looped, strict=True):
+        torch.testing.assert_close(a, b)
+        for ga, gb in zip(
+            torch.autograd.grad(a, params, retain_graph=True),
+            torch.autograd.grad(b, params, retain_graph=True),
+            strict=True,
+        ):
+            torch.testing.assert_close(ga, gb)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_maml_trpo_meta_gradient_matches_finite_differences(steps, monkeypatch):
+    torch.manual_seed(1)
+    policy = GaussianMLPPolicy(2, 2, hidden=[4], init_std=0.8).double()
+    learner = MetaPolicyGradient(policy, "maml", 0.2, steps, TRPOConfig())
+    inner, outer = synthetic_tasks(policy, tasks=2, steps=steps, seed=1)
+    old = [{k: v.detach().clone() for k, v in policy.named_parameters()}] * 2
+    objective = capture_objective(learner, inner, outer, old, monkeypatch)
+    params = list(policy.parameters())
+    exact = torch.autograd.grad(objective()[0], params)
+    eps = 1e-6
+    for p, grad in zip(params, exact, strict=True):
+        numeric = torch.zeros_like(p)
+        for i in range(p.numel()):
+            values = []
+            for sign in (1, -1):
+                with torch.no_grad():
+                    p.view(-1)[i] += sign * eps
+                values.append(objective()[0].item())
+                with torch.no_grad():
+                    p.view(-1)[i] -= sign * eps
+            numeric.view(-1)[i] = (values[0] - values[1]) / (2 * eps)
+        assert ((grad - numeric).norm() / numeric.norm()).item() <= 1e-4
+
+
+def test_a_non_finite_inner_loss_raises_divergence():
+    policy = GaussianMLPPolicy(2, 2, hidden=[4])
+    learner = MetaPolicyGradient(policy, "maml", 0.1, 1, TRPOConfig())
+    obs = torch.randn(2, 3, 2)
+    episodes = TaskEpisodes(obs, obs, torch.ones(2, 3), torch.full((2, 3), float("nan")))
+    theta = dict(policy.named_parameters())
+    with pytest.raises(DivergenceError, match="inner step 1"):
+        learner.step(theta, episodes, 0)
+
+
+@pytest.mark.parametrize(
+    ("lr", "steps", "message"),
+    [(0.0, 1, "positive and finite"), (float("nan"), 1, "positive"), (0.1, 0, "positive integer")],
+)
+def test_invalid_inner_step_sizes_and_counts_are_rejected(lr, steps, message):
+    policy = GaussianMLPPolicy(2, 2)
+    with pytest.raises(ValueError, match=message):
+        MetaPolicyGradient(policy, "maml", lr, steps, TRPOConfig())
+
+
+def test_gaussian_policy_log_prob_by_hand():
+    policy = GaussianMLPPolicy(1, 1, hidden=[], init_std=2.0)
+    with torch.no_grad():
+        policy.body[0].weight.fill_(3.0)
+        policy.body[0].bias.fill_(1.0)
+    dist = policy(torch.tensor([[1.0]]))  # mean 4, std 2
+    expected = -0.5 * ((5.0 - 4.0) / 2) ** 2 - math.log(2.0) - 0.5 * math.log(2 * math.pi)
+    assert dist.log_prob(torch.tensor([[5.0]])).item() == pytest.approx(expected)
+    assert np.isclose(dist.stddev.item(), 2.0)
