@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from envs import CONTINUOUS_FAMILIES, make_task_env
+from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import SamplerConfig, TrainConfig, require
 from metarl.errors import UsageError
@@ -183,7 +183,9 @@ class MetaPGAgent:
         )
         self.task_env = make_task_env(config.env.family, config.env.horizon)
         self.worker_kwargs = {
-            "make_env": functools.partial(make_task_env, config.env.family, config.env.horizon),
+            "make_envs": functools.partial(
+                make_task_vector_env, config.env.family, config.env.horizon
+            ),
             "make_policy": functools.partial(build_policy, config),
             "episodes": config.env.episodes_per_task,
             "horizon": config.env.horizon,
@@ -298,7 +300,7 @@ class MetaPGAgent:
         self.policy.load_state_dict(trained)
         if cfg.eval.ppo_tasks:
             curves["ppo_scratch"] = ppo_scratch_curve(
-                self.worker_kwargs["make_env"],
+                functools.partial(make_task_env, cfg.env.family, cfg.env.horizon),
                 list(tasks[: cfg.eval.ppo_tasks]),
                 steps_per_point=cfg.env.episodes_per_task * cfg.env.horizon,
                 points=steps,

@@ -1,10 +1,13 @@
 """Task distributions: gymnasium environments with verbs to sample and set tasks."""
 
+import functools
+
 import gymnasium as gym
+from gymnasium.vector import SyncVectorEnv, VectorEnv
 
 from envs.bandits import BernoulliBanditEnv, BernoulliBanditVectorEnv
 from envs.locomotion import FAMILIES, LocomotionTaskEnv
-from envs.navigation import Navigation2DEnv
+from envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 CONTINUOUS_FAMILIES = ("Navigation2D", *FAMILIES)
 
@@ -17,11 +20,21 @@ def make_task_env(family: str, horizon: int) -> gym.Env:
     return LocomotionTaskEnv(family, horizon)
 
 
+def make_task_vector_env(family: str, horizon: int, num_envs: int) -> VectorEnv:
+    """``num_envs`` environments of a continuous-control family stepped together: natively
+    batched in numpy for navigation, a ``SyncVectorEnv`` of MuJoCo environments otherwise."""
+    if family == "Navigation2D":
+        return Navigation2DVectorEnv(num_envs, horizon)
+    return SyncVectorEnv([functools.partial(make_task_env, family, horizon)] * num_envs)
+
+
 __all__ = [
     "CONTINUOUS_FAMILIES",
     "BernoulliBanditEnv",
     "BernoulliBanditVectorEnv",
     "LocomotionTaskEnv",
     "Navigation2DEnv",
+    "Navigation2DVectorEnv",
     "make_task_env",
+    "make_task_vector_env",
 ]

@@ -14,6 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1
@@ -22,6 +24,13 @@ MAX_STEP = 0.1
 def sample_goals(rng: np.random.Generator, num_tasks: int) -> np.ndarray:
     """Draw ``num_tasks`` goals uniformly from [-0.5, 0.5]², shape (num_tasks, 2)."""
     return rng.uniform(GOAL_LOW, GOAL_HIGH, size=(num_tasks, 2))
+
+
+def _check_moves(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    moves = np.asarray(actions, dtype=np.float64)
+    if moves.shape != shape or not np.all(np.isfinite(moves)):
+        raise ValueError(f"actions must be finite moves of shape {shape}, got {actions!r}")
+    return np.clip(moves, -MAX_STEP, MAX_STEP)
 
 
 class Navigation2DEnv(gym.Env):
@@ -75,10 +84,87 @@ class Navigation2DEnv(gym.Env):
         return self._position.astype(np.float32), {"task": self.task.copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        move = np.clip(np.asarray(action, dtype=np.float64), -MAX_STEP, MAX_STEP)
-        if move.shape != (2,) or not np.all(np.isfinite(move)):
-            raise ValueError(f"an action is a finite move of shape (2,), got {action!r}")
+        move = _check_moves(action, (2,))
         self._position = self._position + move
         reward = -float(np.linalg.norm(self._position - self.task))
         self._t += 1
         return self._position.astype(np.float32), reward, False, self._t >= self.horizon, {}
+
+
+class Navigation2DVectorEnv(VectorEnv):
+    """``num_envs`` navigation episodes stepped together in numpy.
+
+    Semantics equal ``num_envs`` copies of :class:`Navigation2DEnv` under gymnasium's
+    next-step autoreset: every episode has ``horizon`` steps, so all end on the same step and
+    the step after that starts new ones (reward 0). ``reset(options={"task": goal})`` fixes
+    one goal for every sub-environment (the episodes of one task); without it each draws its
+    own goal at every reset.
+
+    Args:
+        num_envs: episodes stepped at once.
+        horizon: steps per episode.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, horizon: int = 100) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        single = Navigation2DEnv(horizon)
+        self.num_envs, self.horizon = num_envs, single.horizon
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._single = single  # holds the fixed goal, validated as the single env does
+        self.tasks = np.zeros((num_envs, 2))
+        self._positions = np.zeros((num_envs, 2))
+        self._t = 0
+        self._needs_reset = True
+
+    def sample_tasks(self, num_tasks: int) -> np.ndarray:
+        """Draw goals from this environment's random generator."""
+        return sample_goals(self.np_random, num_tasks)
+
+    def set_task(self, task: np.ndarray | None) -> None:
+        """Fix one goal for every sub-environment from the next reset on (``None``: sample)."""
+        self._single.set_task(task)
+
+    def _new_episodes(self) -> dict[str, Any]:
+        fixed = self._single._fixed_task
+        goals = (
+            self.sample_tasks(self.num_envs)
+            if fixed is None
+            else np.tile(fixed, (self.num_envs, 1))
+        )
+        self.tasks = goals
+        self._positions = np.zeros((self.num_envs, 2))
+        self._t = 0
+        self._needs_reset = False
+        return {"task": goals.copy()}
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, list):
+            raise ValueError("Navigation2DVectorEnv takes one integer seed for all episodes")
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.set_task(options["task"])
+        info = self._new_episodes()
+        return self._positions.astype(np.float32), info
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        moves = _check_moves(actions, (self.num_envs, 2))
+        false = np.zeros(self.num_envs, dtype=bool)
+        if self._needs_reset:  # next-step autoreset
+            info = self._new_episodes()
+            return self._positions.astype(np.float32), np.zeros(self.num_envs), false, false, info
+        self._positions = self._positions + moves
+        rewards = -np.linalg.norm(self._positions - self.tasks, axis=1)
+        self._t += 1
+        self._needs_reset = self._t >= self.horizon
+        truncated = np.full(self.num_envs, self._needs_reset)
+        return self._positions.astype(np.float32), rewards, false, truncated, {}

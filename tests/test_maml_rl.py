@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import metarl
-from envs import make_task_env
+from envs import make_task_vector_env
 from metarl.cli import main
 from metarl.policies import GaussianMLPPolicy
 from metarl.rollout import EpisodeWorker, TaskShard
@@ -23,7 +23,7 @@ TINY = {
 
 def nav_worker(episodes=3, horizon=10):
     return EpisodeWorker(
-        functools.partial(make_task_env, "Navigation2D", horizon),
+        functools.partial(make_task_vector_env, "Navigation2D", horizon),
         functools.partial(GaussianMLPPolicy, 2, 2, [8]),
         episodes,
         horizon,

@@ -43,3 +43,34 @@ def test_goals_are_uniform_in_the_square_and_seeded():
 def test_bad_tasks_are_rejected(task):
     with pytest.raises(ValueError, match="finite goal of shape"):
         Navigation2DEnv().set_task(task)
+
+
+def test_vector_env_equals_copies_of_the_single_env_under_next_step_autoreset():
+    from gymnasium.vector import SyncVectorEnv
+
+    from envs.navigation import Navigation2DVectorEnv
+
+    goal = np.array([0.2, -0.3])
+    batched = Navigation2DVectorEnv(3, horizon=2)
+    copies = SyncVectorEnv([lambda: Navigation2DEnv(horizon=2)] * 3)
+    outputs = []
+    for env in (batched, copies):
+        rng = np.random.default_rng(0)
+        obs, _ = env.reset(seed=1, options={"task": goal})
+        steps = [(obs,)]
+        for _ in range(5):  # two episodes and the autoreset step between them
+            steps.append(env.step(rng.uniform(-0.2, 0.2, size=(3, 2)))[:4])
+        outputs.append(steps)
+    for a, b in zip(*outputs, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-6)
+    assert outputs[0][2][3].all() and not outputs[0][3][1].any()  # truncation, then reward 0
+
+
+def test_vector_env_rejects_bad_moves():
+    from envs.navigation import Navigation2DVectorEnv
+
+    env = Navigation2DVectorEnv(2, horizon=3)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="finite moves of shape"):
+        env.step(np.zeros((3, 2)))

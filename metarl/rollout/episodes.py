@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -41,9 +41,8 @@ class EpisodeWorker:
     """Samples fixed-horizon episodes of a policy on tasks of a distribution.
 
     Args:
-        make_env: builds one environment with ``set_task`` that reads its task from
-            ``reset(options={"task": ...})``; ``episodes`` copies of it step together as a
-            gymnasium ``SyncVectorEnv``.
+        make_envs: builds a gymnasium ``VectorEnv`` of a given number of environments that
+            all take their task from ``reset(options={"task": ...})``.
         make_policy: builds the policy; it maps observations (N, D) to a
             ``torch.distributions.Distribution`` over actions.
         episodes: episodes per task.
@@ -52,12 +51,12 @@ class EpisodeWorker:
 
     def __init__(
         self,
-        make_env: Callable[[], gym.Env],
+        make_envs: Callable[[int], VectorEnv],
         make_policy: Callable[[], nn.Module],
         episodes: int,
         horizon: int,
     ) -> None:
-        self.envs = gym.vector.SyncVectorEnv([make_env for _ in range(episodes)])
+        self.envs = make_envs(episodes)
         self.policy = make_policy()
         self.horizon = horizon
         space = self.envs.single_action_space
