@@ -86,6 +86,10 @@ class RaySampler:
                 if address:
                     ray.init(address=address, log_to_driver=False)
                 else:
+                    # Ray starts workers at niceness 15, below the driver: any other busy
+                    # process then starves the rollout actors (measured: 0.7 s of CPU in
+                    # 13 s of wall time per shard). Ours do the main work: niceness 0.
+                    os.environ.setdefault("RAY_worker_niceness", "0")
                     ray.init(
                         num_cpus=max(workers, os.cpu_count() or 1),
                         include_dashboard=False,
