@@ -265,6 +265,8 @@ class FewShotAgent:
             self.sampler = EpisodeSampler(
                 self.splits.train, episodes.ways, episodes.shots, episodes.queries, "train"
             )
+        ev = config.eval  # validation runs far into training: reject a bad setting now
+        EpisodeSampler(self.splits.val, ev.ways, ev.shots, ev.queries, "validation")
         self.val_accuracy = float("nan")
         if config.learner.kind == "reptile":
             learner = config.learner

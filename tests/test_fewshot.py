@@ -309,3 +309,15 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "iteration 2 diverged" in err and "last good state" in err
     assert (out / "checkpoint.pt").read_bytes() == good
+
+
+def test_an_impossible_validation_setting_is_rejected_before_training(
+    omniglot_data, tmp_path, capsys
+):
+    from metarl.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "reptile-omniglot", "--out", str(out), "--data-dir", str(omniglot_data)]
+    assert main([*args, "--set", "eval.queries=95"]) == 2
+    assert "96 images per class, the validation split has 20" in capsys.readouterr().err
+    assert not out.exists()
