@@ -67,6 +67,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_curve, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
     curve = report["curve"]
@@ -93,6 +94,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         f"{report['experiment']}: adaptation on {report['episodes']}{setting} held-out tasks"
     )
     ax_curve.legend(fontsize=8)
+    ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     metrics_file = path / runs.METRICS
     if metrics_file.is_file():
         rows = runs.read_metrics(path)
@@ -101,6 +103,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
             train = np.convolve([r["accuracy"] for r in rows], np.ones(50) / 50, mode="valid")
             ax_train.plot(steps[len(steps) - len(train) :], train, alpha=0.6, label="training")
             ax_train.plot(steps, [r["val_accuracy"] for r in rows], label="validation")
+            ax_train.legend(fontsize=8)
+        elif "pre_return" in rows[0]:  # adapted by gradient steps: before and after them
+            ax_train.plot(steps, [r["pre_return"] for r in rows], label="before adaptation")
+            ax_train.plot(steps, [r["mean_return"] for r in rows], label="after adaptation")
             ax_train.legend(fontsize=8)
         else:
             ax_train.plot(steps, [r["mean_return"] for r in rows])
