@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import metarl
+from agents.maml_rl import build_policy
 from envs import make_task_vector_env
 from metarl.cli import main
 from metarl.policies import GaussianMLPPolicy
@@ -155,3 +156,21 @@ def test_ray_rollout_actors_run_at_the_drivers_priority():
         np.testing.assert_array_equal(local["obs"], remote["obs"])
     finally:
         sampler.close()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "steps"), [("maml", 2), ("fomaml", 1), ("reptile", 2), ("pretrain", 1)]
+)
+def test_every_algorithm_runs_its_inner_steps_and_moves_theta(tmp_path, algorithm, steps):
+    overrides = {**TINY, "train.iterations": 1}
+    overrides |= {"learner.algorithm": algorithm, "learner.inner_steps": steps}
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=overrides, progress=False)
+    (row,) = read_metrics(run.path)
+    sampled = 0 if algorithm == "pretrain" else steps
+    assert {f"return_step{j}" for j in range(sampled + 1)} <= set(row)
+    assert f"return_step{sampled + 1}" not in row
+    assert row["env_steps"] == (sampled + 1) * 4 * 4 * 20
+    torch.manual_seed(0)
+    fresh = build_policy(run.config).state_dict()
+    trained = torch.load(run.path / "checkpoint.pt")["agent"]["policy"]
+    assert any(not torch.equal(fresh[k], trained[k]) for k in fresh)
