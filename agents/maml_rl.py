@@ -217,7 +217,8 @@ class MetaPGAgent:
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
         tasks = self.sample_tasks([cfg.seed, iteration], cfg.env.meta_batch)
-        theta = {k: v.detach() for k, v in self.policy.named_parameters()}
+        # a copy: the update moves θ in place, and θ as sampled is the old policy of TRPO
+        theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
         params: list[Params] | None = None
         inner: list[list[TaskEpisodes]] = [[] for _ in tasks]
         metrics, env_steps = {}, 0

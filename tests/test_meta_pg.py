@@ -128,12 +128,16 @@ def capture_objective(learner, inner, outer, old, monkeypatch):
     return captured["objective"]
 
 
+@pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
-def test_batched_outer_objective_equals_the_per_task_loop(algorithm, steps, monkeypatch):
+def test_batched_and_per_task_outer_objectives_equal_a_hand_written_loop(
+    algorithm, steps, batched, monkeypatch
+):
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(2, 2, hidden=[5], init_std=0.7).double()
-    learner = MetaPolicyGradient(policy, algorithm, [0.3, 0.2][:steps], steps, TRPOConfig())
+    rates = [0.3, 0.2][:steps]
+    learner = MetaPolicyGradient(policy, algorithm, rates, steps, TRPOConfig(), batched=batched)
     inner, outer = synthetic_tasks(policy, steps=steps)
     theta = {k: v.detach() for k, v in policy.named_parameters()}
     old = [{k: v + 0.01 * (i + 1) for k, v in theta.items()} for i in range(len(outer))]
