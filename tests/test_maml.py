@@ -182,3 +182,65 @@ def test_accuracy_after_each_inner_step_is_the_few_shot_adaptation_curve():
     report = evaluate_classifier(model, images, ways=3, shots=1, queries=2, episodes=4, seed=0)
     assert report["curve_of"] == "inner_steps" and report["curve"]["x"] == [0, 1, 2]
     assert len(report["curve"]["agent"]) == len(report["curve"]["pixel_nn"]) == 3
+
+
+def meta_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    support_x = torch.rand(3, 6, 1, 28, 28, generator=g).double()
+    query_x = torch.rand(3, 4, 1, 28, 28, generator=g).double()
+    return support_x, torch.tensor([0, 1, 2, 0, 1, 2]).repeat(3, 1), query_x
+
+
+@pytest.mark.parametrize(
+    ("first_order", "proto_head"), [(False, False), (True, False), (False, True)]
+)
+def test_task_batched_and_per_episode_inner_loops_give_equal_logits_and_meta_gradients(
+    first_order, proto_head
+):
+    torch.manual_seed(0)
+    model = MAMLClassifier(
+        Conv4(hidden=4),
+        4,
+        max_ways=5,
+        inner_lr=[0.5, 0.3],
+        steps=2,
+        first_order=first_order,
+        proto_head=proto_head,
+    ).double()
+    assert model.batchable  # Conv4 and a linear head
+    support_x, support_y, query_x = meta_batch()
+    results = []
+    for batched in (True, False):
+        model.batched = batched
+        logits = model(support_x, support_y, query_x, 3)
+        grads = torch.autograd.grad(logits.sin().sum(), list(model.parameters()), allow_unused=True)
+        curve = model.logits_by_step(support_x, support_y, query_x, 3)
+        results.append((logits, grads, curve))
+    (logits, grads, curve), (loop_logits, loop_grads, loop_curve) = results
+    torch.testing.assert_close(logits, loop_logits, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads, loop_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for a, b in zip(curve, loop_curve, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_task_batching_refuses_networks_it_cannot_run():
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 8))
+    assert not MAMLClassifier(encoder, 8, max_ways=3).batches_on(torch.device("cuda"))
+    with pytest.raises(ValueError, match="cannot task-batch a network holding Flatten"):
+        MAMLClassifier(encoder, 8, max_ways=3, batched=True)
+
+
+def test_auto_batches_tasks_on_accelerators_and_loops_over_them_on_cpu():
+    model = MAMLClassifier(Conv4(hidden=4), 4, max_ways=3)
+    assert model.batches_on(torch.device("cuda")) and not model.batches_on(torch.device("cpu"))
+    model.batched = True
+    assert model.batches_on(torch.device("cpu"))
+
+
+def test_a_divergent_episode_is_reported_by_the_task_batched_inner_loop():
+    model = MAMLClassifier(Conv4(hidden=4), 4, max_ways=3, inner_lr=0.5, batched=True).double()
+    support_x, support_y, query_x = meta_batch()
+    support_x[1, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="inner step 1: the loss is nan"):
+        model(support_x, support_y, query_x, 3)
