@@ -265,9 +265,8 @@ class FewShotAgent:
             self.sampler = EpisodeSampler(
                 self.splits.train, episodes.ways, episodes.shots, episodes.queries, "train"
             )
-        ev = config.eval  # validation runs far into training: reject a bad setting now
-        EpisodeSampler(self.splits.val, ev.ways, ev.shots, ev.queries, "validation")
         self.val_accuracy = float("nan")
+        self._validation_checked = False
         if config.learner.kind == "reptile":
             learner = config.learner
             self.reptile = Reptile(
@@ -276,6 +275,10 @@ class FewShotAgent:
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
+        if not self._validation_checked:  # validation comes far into training: check it now
+            ev = cfg.eval
+            EpisodeSampler(self.splits.val, ev.ways, ev.shots, ev.queries, "validation")
+            self._validation_checked = True
         rng = np.random.default_rng([cfg.seed, iteration])
         self.model.train()
         if cfg.learner.kind == "finetune":
