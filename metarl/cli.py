@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--ways", type=int, help="few-shot: classes per test episode")
     ev.add_argument("--shots", type=int, help="few-shot: support images per class")
     ev.add_argument("--data-dir", help="few-shot: dataset folder (default: the run's)")
+    ev.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="override an evaluation setting, e.g. eval.ppo_tasks=10",
+    )
     ev.add_argument("--json", action="store_true", help="print eval.json to stdout")
     return parser
 
@@ -90,7 +98,12 @@ def _run(args: argparse.Namespace) -> None:
         from metarl.eval.report import evaluate_run
 
         report = evaluate_run(
-            args.run_dir, args.episodes, ways=args.ways, shots=args.shots, data_dir=args.data_dir
+            args.run_dir,
+            args.episodes,
+            ways=args.ways,
+            shots=args.shots,
+            data_dir=args.data_dir,
+            overrides=args.overrides,
         )
         if args.json:
             print(json.dumps(report, indent=2))

@@ -100,11 +100,8 @@ def test_one_inner_step_improves_the_return_after_a_few_meta_updates(tmp_path):
 
 def test_eval_reports_the_adaptation_curve_beside_both_baselines(tmp_path):
     run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
-    config = (run.path / "config.yaml").read_text()
-    config = config.replace("pretrain_iterations: 100", "pretrain_iterations: 1")
-    config = config.replace("ppo_tasks: 5", "ppo_tasks: 2")
-    (run.path / "config.yaml").write_text(config)
-    report = run.evaluate(episodes=4)
+    settings = ["eval.pretrain_iterations=1", "eval.ppo_tasks=2"]
+    report = metarl.evaluate(run.path, episodes=4, overrides=settings)
     assert report["metric"] == "return" and report["episodes"] == 4
     assert report["curve"]["x"] == [0, 1, 2, 3]
     assert set(report["curve"]) == {"x", "agent", "pretrained_finetuned", "ppo_scratch"}
@@ -174,3 +171,12 @@ def test_every_algorithm_runs_its_inner_steps_and_moves_theta(tmp_path, algorith
     fresh = build_policy(run.config).state_dict()
     trained = torch.load(run.path / "checkpoint.pt")["agent"]["policy"]
     assert any(not torch.equal(fresh[k], trained[k]) for k in fresh)
+
+
+def test_eval_takes_only_evaluation_settings(tmp_path, capsys):
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
+    code = main(["eval", str(run.path), "--set", "learner.inner_lr=0.5"])
+    assert code == 2 and "eval takes only eval.KEY=VALUE" in capsys.readouterr().err
+    assert main(["eval", str(run.path), "--set", "eval.ppo_taks=1"]) == 2
+    assert "did you mean 'eval.ppo_tasks'" in capsys.readouterr().err
+    assert not (run.path / "eval.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from metarl import runs
 from metarl.allocator import keep_freed_memory
+from metarl.config import set_key
 from metarl.errors import UsageError
 
 
@@ -19,6 +21,7 @@ def evaluate_run(
     ways: int | None = None,
     shots: int | None = None,
     data_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate the run in ``path`` on held-out tasks and write its report.
 
@@ -27,6 +30,8 @@ def evaluate_run(
         episodes: held-out tasks (default: the config's ``eval.episodes``).
         ways, shots: few-shot runs only: the test setting (default: the config's).
         data_dir: few-shot runs only: where the dataset is (default: the config's).
+        overrides: ``eval.KEY=VALUE`` settings of this evaluation (``--set``); other
+            sections describe the trained run and are refused.
 
     Returns:
         the ``eval.json`` dictionary (schema in DESIGN.md). Few-shot runs also keep a copy
@@ -41,6 +46,10 @@ def evaluate_run(
     if "sampler" in raw:
         raw["sampler"] = {**raw["sampler"], "backend": "local"}
     raw = apply_fewshot_options(raw, ways=ways, shots=shots, data_dir=data_dir)
+    for assignment in overrides:
+        if not assignment.strip().startswith("eval."):
+            raise UsageError(f"--set {assignment}: eval takes only eval.KEY=VALUE settings")
+        set_key(raw, assignment)
     config = resolve_config(raw)
     episodes = episodes if episodes is not None else config.eval.episodes
     if episodes < 2:
