@@ -197,51 +197,55 @@ class MetaPGAgent:
         self.task_env.np_random = np.random.default_rng(seed)
         return self.task_env.sample_tasks(count)
 
-    def _episodes(
-        self, tasks: np.ndarray, params: list[Params] | None, seed: list[int]
-    ) -> tuple[list[TaskEpisodes], np.ndarray, int]:
-        """Sample every task (with its own parameters, or θ) cut into shards; returns each
-        task's episodes, the tasks' mean returns and the environment steps taken."""
-        shards = []
+    def _rollouts(
+        self, tasks: np.ndarray, theta: Params, steps: int, seed: list[int]
+    ) -> tuple[list[list[TaskEpisodes]], np.ndarray, list[Params], int]:
+        """Sample every task with θ, take an inner step on each task's episodes, sample
+        again with the adapted parameters, and so on for ``steps`` steps.
+
+        Returns each sampling's episodes per task (``steps + 1`` lists), the mean return per
+        task and sampling (len(tasks), steps + 1), each task's final parameters, and the
+        environment steps taken. Sampling ``j`` is seeded by ``(*seed, j)``."""
+        params = [theta] * len(tasks)
         bounds = np.linspace(0, len(tasks), self.config.sampler.shards + 1).astype(int)
-        for shard_seed, lo, hi in zip(seed, bounds[:-1], bounds[1:], strict=True):
-            if hi > lo:
-                own = None if params is None else params[lo:hi]
-                shards.append(TaskShard(shard_seed, tasks[lo:hi], own))
-        batches = split_tasks(self.sampler.sample(self.policy.state_dict(), shards))
         learner = self.config.learner
-        episodes = [task_episodes(b, learner.gamma, learner.gae_lambda) for b in batches]
-        returns = np.array([b["returns"].mean() for b in batches])
-        return episodes, returns, int(sum(b["mask"].sum() for b in batches))
+        episodes, returns, env_steps = [], [], 0
+        for step in range(steps + 1):
+            sequence = np.random.SeedSequence([*seed, step])
+            shard_seeds = [int(s) for s in sequence.generate_state(self.config.sampler.shards)]
+            shards = [
+                TaskShard(shard_seed, tasks[lo:hi], params[lo:hi])
+                for shard_seed, lo, hi in zip(shard_seeds, bounds[:-1], bounds[1:], strict=True)
+                if hi > lo
+            ]
+            batches = split_tasks(self.sampler.sample(None, shards))
+            episodes.append([task_episodes(b, learner.gamma, learner.gae_lambda) for b in batches])
+            returns.append([b["returns"].mean() for b in batches])
+            env_steps += int(sum(b["mask"].sum() for b in batches))
+            if step < steps:
+                pairs = zip(params, episodes[-1], strict=True)
+                params = [self.learner.step(p, e, step) for p, e in pairs]
+        return episodes, np.array(returns).T, params, env_steps
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
         tasks = self.sample_tasks([cfg.seed, iteration], cfg.env.meta_batch)
         # a copy: the update moves θ in place, and θ as sampled is the old policy of TRPO
         theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
-        params: list[Params] | None = None
-        inner: list[list[TaskEpisodes]] = [[] for _ in tasks]
-        metrics, env_steps = {}, 0
-        for step in range(self.learner.steps_in_training + 1):
-            seeds = np.random.SeedSequence([cfg.seed, iteration, step])
-            shard_seeds = [int(s) for s in seeds.generate_state(cfg.sampler.shards)]
-            episodes, returns, steps = self._episodes(tasks, params, shard_seeds)
-            env_steps += steps
-            metrics[f"return_step{step}"] = float(returns.mean())
-            if step == self.learner.steps_in_training:
-                break
-            for i, task_episodes_ in enumerate(episodes):
-                inner[i].append(task_episodes_)
-            start = [theta] * len(tasks) if params is None else params
-            params = [self.learner.step(p, e, step) for p, e in zip(start, episodes, strict=True)]
-        stats = self.learner.update(inner, episodes, params or [theta] * len(tasks))
+        steps = self.learner.steps_in_training
+        episodes, returns, adapted, env_steps = self._rollouts(
+            tasks, theta, steps, [cfg.seed, iteration]
+        )
+        inner = [[episodes[j][i] for j in range(steps)] for i in range(len(tasks))]
+        stats = self.learner.update(inner, episodes[steps], adapted)
+        by_step = returns.mean(0)
         return {
-            "mean_return": float(returns.mean()),
-            "pre_return": metrics["return_step0"],
+            "mean_return": float(by_step[-1]),
+            "pre_return": float(by_step[0]),
             "env_steps": float(env_steps),
             **({"loss": stats["loss_after"], "kl": stats["kl"]} if stats else {}),
             **{k: v for k, v in stats.items() if k == "line_search_steps"},
-            **metrics,
+            **{f"return_step{j}": float(r) for j, r in enumerate(by_step)},
         }
 
     def adaptation_curve(
@@ -250,21 +254,9 @@ class MetaPGAgent:
         """Mean return per task (len(tasks), steps + 1) before and after each inner
         policy-gradient step from the parameters ``policy_state``, sampling
         ``episodes_per_task`` episodes per step as in training."""
-        cfg = self.config
         self.policy.load_state_dict(policy_state)
-        theta = {k: v.detach() for k, v in self.policy.named_parameters()}
-        params = [theta] * len(tasks)
-        curve = []
-        for step in range(steps + 1):
-            seed = np.random.SeedSequence([cfg.eval.seed, step])
-            shard_seeds = [int(s) for s in seed.generate_state(cfg.sampler.shards)]
-            episodes, returns, _ = self._episodes(tasks, params, shard_seeds)
-            curve.append(returns)
-            if step < steps:
-                params = [
-                    self.learner.step(p, e, step) for p, e in zip(params, episodes, strict=True)
-                ]
-        return np.stack(curve, axis=1)
+        theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
+        return self._rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """The multi-task pre-trained policy: from ``eval.pretrained_run``, or trained now."""

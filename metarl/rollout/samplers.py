@@ -24,9 +24,9 @@ class Worker(Protocol):
 
 
 class Sampler(Protocol):
-    """Runs shards with the given policy weights."""
+    """Runs shards with the given policy weights (``None``: the shards carry their own)."""
 
-    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]: ...
+    def sample(self, weights: dict[str, Any] | None, shards: list[Any]) -> list[Batch]: ...
 
     def close(self) -> None: ...
 
@@ -39,7 +39,7 @@ class LocalSampler:
     ) -> None:
         self.worker = worker(**worker_kwargs)
 
-    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]:
+    def sample(self, weights: dict[str, Any] | None, shards: list[Any]) -> list[Batch]:
         return self.worker.sample(weights, shards)
 
     def close(self) -> None:
@@ -102,7 +102,7 @@ class RaySampler:
         actor = ray.remote(num_cpus=1)(worker)
         self.actors = [actor.remote(**worker_kwargs) for _ in range(workers)]
 
-    def sample(self, weights: dict[str, Any], shards: list[Any]) -> list[Batch]:
+    def sample(self, weights: dict[str, Any] | None, shards: list[Any]) -> list[Batch]:
         import ray
 
         ref = ray.put(weights)
