@@ -197,7 +197,7 @@ class MetaPGAgent:
         self.task_env.np_random = np.random.default_rng(seed)
         return self.task_env.sample_tasks(count)
 
-    def _rollouts(
+    def rollouts(
         self, tasks: np.ndarray, theta: Params, steps: int, seed: list[int]
     ) -> tuple[list[list[TaskEpisodes]], np.ndarray, list[Params], int]:
         """Sample every task with θ, take an inner step on each task's episodes, sample
@@ -233,7 +233,7 @@ class MetaPGAgent:
         # a copy: the update moves θ in place, and θ as sampled is the old policy of TRPO
         theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
         steps = self.learner.steps_in_training
-        episodes, returns, adapted, env_steps = self._rollouts(
+        episodes, returns, adapted, env_steps = self.rollouts(
             tasks, theta, steps, [cfg.seed, iteration]
         )
         inner = [[episodes[j][i] for j in range(steps)] for i in range(len(tasks))]
@@ -256,7 +256,7 @@ class MetaPGAgent:
         ``episodes_per_task`` episodes per step as in training."""
         self.policy.load_state_dict(policy_state)
         theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
-        return self._rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
+        return self.rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
         """The multi-task pre-trained policy: from ``eval.pretrained_run``, or trained now."""
