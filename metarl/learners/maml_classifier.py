@@ -22,7 +22,7 @@ logits and meta-gradient (tested). Task batching takes networks built of Conv4,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from metarl.backbones.base import require_positive
 from metarl.backbones.conv4 import Conv4
 from metarl.learners.episodic import EpisodicClassifier, check_episode
-from metarl.learners.maml import MAML, DivergenceError, Params, prototype_head, sgd_steps
+from metarl.learners.maml import MAML, LossFn, Params, prototype_head, sgd_steps
 from metarl.learners.protonet import prototypes
 
 
@@ -104,10 +104,7 @@ class MAMLClassifier(EpisodicClassifier):
         theta = self.maml.meta_params()
         params = {k: v.expand(len(support_x), *v.shape) for k, v in theta.items()}
         if self.proto_head:
-            # a separate copy of θ, so that the inner gradient is the partial derivative with
-            # respect to the head, as torch.func.grad takes it in the loop
-            copies = {k: v.expand(len(support_x), *v.shape) for k, v in _encoder(theta).items()}
-            embeddings = _batched_call(self.net[0], copies, support_x)
+            embeddings = _batched_call(self.net[0], _encoder(params), support_x)
             weight, bias = prototype_head(prototypes(embeddings, support_y, ways))
             return {**params, "1.weight": weight, "1.bias": bias}
         return self._cut_head(params, ways)
@@ -122,46 +119,23 @@ class MAMLClassifier(EpisodicClassifier):
             "1.bias": params["1.bias"][..., :ways],
         }
 
-    def _batched_steps(
-        self, params: Params, support_x: Tensor, support_y: Tensor, create_graph: bool
-    ) -> list[Params]:
-        """Task-batched φ_0 = ``params``, φ_1, ..., φ_k: each step descends every episode's
-        mean support cross-entropy, their sum giving each copy its own gradient.
+    def _batched_loss(self, support_x: Tensor, support_y: Tensor) -> LossFn:
+        """The task-batched inner loss: the sum over episodes of each one's mean support
+        cross-entropy, so that each episode's copy of the parameters gets its own gradient."""
 
-        Raises:
-            DivergenceError: an episode's loss is NaN or infinite.
-        """
-        path = [params]
-        for step, rate in enumerate(self.maml.rates, start=1):
-            with torch.enable_grad():  # the inner step differentiates under no_grad too
-                current = (
-                    path[-1]
-                    if create_graph
-                    else {k: v.detach().requires_grad_() for k, v in path[-1].items()}
-                )
-                logits = _batched_call(self.net, current, support_x)
-                losses = F.cross_entropy(logits.transpose(1, 2), support_y, reduction="none")
-                losses = losses.mean(1)
-                bad = ~torch.isfinite(losses)
-                if bad.any():
-                    raise DivergenceError(f"inner step {step}: the loss is {losses[bad][0].item()}")
-                grads = torch.autograd.grad(
-                    losses.sum(), list(current.values()), create_graph=create_graph
-                )
-            phi = {k: v - rate * g for (k, v), g in zip(current.items(), grads, strict=True)}
-            path.append(phi if create_graph else {k: v.detach() for k, v in phi.items()})
-        return path
+        def loss(params: Params) -> Tensor:
+            logits = _batched_call(self.net, params, support_x)
+            return (
+                F.cross_entropy(logits.transpose(1, 2), support_y, reduction="none").mean(1).sum()
+            )
+
+        return loss
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
         check_episode(support_x, support_y, query_x, ways)
         if self.batches_on(support_x.device):
             start = self.batched_initial_params(support_x, support_y, ways)
-            if self.maml.first_order:  # φ is θ plus a constant, as in MAML.adapt
-                end = self._batched_steps(start, support_x, support_y, create_graph=False)[-1]
-                phi = {k: v + (end[k] - v).detach() for k, v in start.items()}
-            else:
-                second_order = torch.is_grad_enabled()
-                phi = self._batched_steps(start, support_x, support_y, second_order)[-1]
+            phi = self.maml.adapt(self._batched_loss(support_x, support_y), start)
             return _batched_call(self.net, phi, query_x)
         logits = []
         for xs, ys, xq in zip(support_x, support_y, query_x, strict=True):
@@ -179,19 +153,28 @@ class MAMLClassifier(EpisodicClassifier):
         few-shot adaptation curve."""
         check_episode(support_x, support_y, query_x, ways)
         if self.batches_on(support_x.device):
-            with torch.no_grad():
-                start = self.batched_initial_params(support_x, support_y, ways)
-                path = self._batched_steps(start, support_x, support_y, create_graph=False)
-                return [_batched_call(self.net, params, query_x) for params in path]
-        curve: list[list[Tensor]] = [[] for _ in range(len(self.maml.rates) + 1)]
-        for xs, ys, xq in zip(support_x, support_y, query_x, strict=True):
-            params = self.initial_params(xs, ys, ways)
-            for j, rate in enumerate([None, *self.maml.rates]):
-                if rate is not None:
-                    loss = lambda p, xs=xs, ys=ys: F.cross_entropy(self.maml(p, xs), ys)  # noqa: E731
-                    params = sgd_steps(params, loss, [rate], create_graph=False)
-                curve[j].append(self.maml(params, xq).detach())
-        return [torch.stack(step) for step in curve]
+            start = self.batched_initial_params(support_x, support_y, ways)
+            loss = self._batched_loss(support_x, support_y)
+            return self._curve(start, loss, lambda p: _batched_call(self.net, p, query_x))
+        per_episode = [
+            self._curve(
+                self.initial_params(xs, ys, ways),
+                lambda p, xs=xs, ys=ys: F.cross_entropy(self.maml(p, xs), ys),
+                lambda p, xq=xq: self.maml(p, xq),
+            )
+            for xs, ys, xq in zip(support_x, support_y, query_x, strict=True)
+        ]
+        return [torch.stack(step) for step in zip(*per_episode, strict=True)]
+
+    def _curve(
+        self, params: Params, loss_fn: LossFn, query_logits: Callable[[Params], Tensor]
+    ) -> list[Tensor]:
+        """``query_logits`` at ``params`` and after each first-order inner step on ``loss_fn``."""
+        curve = [query_logits(params).detach()]
+        for rate in self.maml.rates:
+            params = sgd_steps(params, loss_fn, [rate], create_graph=False)
+            curve.append(query_logits(params).detach())
+        return curve
 
 
 def _encoder(params: Params) -> Params:
