@@ -6,10 +6,10 @@ import torch
 from torch.distributions import kl_divergence
 from torch.func import functional_call
 
-from metarl.learners.linear_baseline import discounted_returns, fit_predict
+from metarl.learners.linear_baseline import fit_predict
 from metarl.learners.maml import DivergenceError
 from metarl.learners.meta_pg import MetaPolicyGradient, TaskEpisodes, task_episodes
-from metarl.learners.ppo import masked_mean
+from metarl.learners.ppo import gae, masked_mean
 from metarl.learners.trpo import TRPOConfig, conjugate_gradient, trpo_step
 from metarl.policies import GaussianMLPPolicy
 
@@ -54,17 +54,18 @@ def test_trpo_step_keeps_theta_when_no_step_improves():
 
 
 def test_discounted_returns_by_hand():
+    # the baseline's targets: GAE with λ = 1 and zero values, an episode ending at step 3
     rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    returns = discounted_returns(rewards, mask, gamma=0.5)
+    ends = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    _, returns = gae(rewards, torch.zeros_like(rewards), ends, gamma=0.5, lam=1.0)
     torch.testing.assert_close(returns, torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 0]]))
 
 
 def test_linear_baseline_fits_returns_that_are_cubic_in_time():
     # constant reward 1, γ = 1: G_t = T − t, a polynomial of the time feature
     obs = torch.randn(3, 50, 2)
-    rewards, mask = torch.ones(3, 50), torch.ones(3, 50)
-    values = fit_predict(obs, rewards, mask, gamma=1.0)
+    mask = torch.ones(3, 50)
+    values = fit_predict(obs, (50 - torch.arange(50.0)).expand(3, 50), mask)
     torch.testing.assert_close(values, (50 - torch.arange(50.0)).expand(3, 50), atol=0.05, rtol=0)
 
 

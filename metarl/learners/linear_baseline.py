@@ -8,16 +8,6 @@ import torch
 from torch import Tensor
 
 
-def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
-    """G_t = Σ_{t'≥t} γ^{t'−t} r_{t'} within each episode, (E, T)."""
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
-    for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running * mask[:, t]
-        returns[:, t] = running
-    return returns * mask
-
-
 def features(obs: Tensor, mask: Tensor) -> Tensor:
     """(s, s², t, t², t³, 1) with t = step / 100, zero on padded steps; (E, T, 2·D + 4)."""
     steps, horizon = obs.shape[:2]
@@ -27,14 +17,13 @@ def features(obs: Tensor, mask: Tensor) -> Tensor:
     return feats * mask[..., None]
 
 
-def fit_predict(
-    obs: Tensor, rewards: Tensor, mask: Tensor, gamma: float, reg: float = 1e-5
-) -> Tensor:
-    """The baseline's values (E, T) on the episodes it is fitted to.
+def fit_predict(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """The baseline's values (E, T) on the episodes it is fitted to, whose discounted
+    returns G are ``returns`` (E, T).
 
     Solves (XᵀX + λI) w = Xᵀ G, raising λ tenfold while the system is ill-conditioned."""
     x = features(obs, mask).reshape(-1, 2 * obs.shape[-1] + 4).double()
-    g = discounted_returns(rewards, mask, gamma).reshape(-1, 1).double()
+    g = returns.reshape(-1, 1).double()
     gram, target = x.T @ x, x.T @ g
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
     for _ in range(5):
@@ -42,5 +31,5 @@ def fit_predict(
         if info.item() == 0 and torch.isfinite(weights).all():
             break
         reg *= 10
-    values = (x @ weights).reshape(mask.shape).to(rewards.dtype)
+    values = (x @ weights).reshape(mask.shape).to(returns.dtype)
     return values * mask

@@ -48,8 +48,9 @@ def task_episodes(batch: dict[str, np.ndarray], gamma: float, gae_lambda: float)
     on the linear baseline fitted to these episodes, normalised over the valid steps."""
     obs, actions = torch.tensor(batch["obs"]), torch.tensor(batch["actions"])
     rewards, mask = torch.tensor(batch["rewards"]), torch.tensor(batch["mask"])
-    values = fit_predict(obs, rewards, mask, gamma)
     ends = mask - torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+    _, returns = gae(rewards, torch.zeros_like(rewards), ends, gamma, 1.0)  # G_t: λ = 1, V = 0
+    values = fit_predict(obs, returns, mask)
     advantages, _ = gae(rewards, values, ends, gamma, gae_lambda)
     mean = masked_mean(advantages, mask)
     std = masked_mean((advantages - mean) ** 2, mask).sqrt()
