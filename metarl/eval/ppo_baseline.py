@@ -22,17 +22,12 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm.auto import tqdm
 
+from metarl.backbones.base import require_positive
+
 MAX_ROLLOUT = 2048  # SB3's default n_steps: the longest PPO rollout chosen automatically
 MIN_ROLLOUT = 256  # below this, an automatic rollout would make PPO's updates too noisy
 MAX_MINIBATCH = 64  # SB3's default batch_size
 MIN_MINIBATCH = 8  # below this, a truncated last minibatch is the lesser evil
-
-
-def _positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:
@@ -101,9 +96,12 @@ def ppo_scratch_curve(
     Torch runs on one thread during the call (tiny MLPs are slower with intra-op threads);
     the previous setting is restored afterwards.
     """
-    steps_per_point = _positive_int("steps_per_point", steps_per_point)
-    points = _positive_int("points", points)
-    eval_episodes = _positive_int("eval_episodes", eval_episodes)
+    for name, value in (
+        ("steps_per_point", steps_per_point),
+        ("points", points),
+        ("eval_episodes", eval_episodes),
+    ):
+        require_positive("ppo_scratch_curve", name, value)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if len(tasks) == 0:
@@ -112,9 +110,9 @@ def ppo_scratch_curve(
         if reserved in ppo_kwargs:
             raise ValueError(f"ppo_kwargs cannot set {reserved!r}: ppo_scratch_curve sets it")
     n_steps = ppo_kwargs.pop("n_steps", None)
-    n_steps = (
-        _rollout_length(steps_per_point) if n_steps is None else _positive_int("n_steps", n_steps)
-    )
+    if n_steps is None:
+        n_steps = _rollout_length(steps_per_point)
+    require_positive("ppo_scratch_curve", "n_steps", n_steps)
     if steps_per_point % n_steps:
         raise ValueError(f"n_steps={n_steps} must divide steps_per_point={steps_per_point}")
     options = {
