@@ -239,14 +239,16 @@ class MetaPGAgent:
         inner = [[episodes[j][i] for j in range(steps)] for i in range(len(tasks))]
         stats = self.learner.update(inner, episodes[steps], adapted)
         by_step = returns.mean(0)
-        return {
+        metrics = {
             "mean_return": float(by_step[-1]),
             "pre_return": float(by_step[0]),
             "env_steps": float(env_steps),
-            **({"loss": stats["loss_after"], "kl": stats["kl"]} if stats else {}),
-            **{k: v for k, v in stats.items() if k == "line_search_steps"},
             **{f"return_step{j}": float(r) for j, r in enumerate(by_step)},
         }
+        if stats:  # a TRPO step (Reptile's update reports nothing)
+            metrics |= {"loss": stats["loss_after"], "kl": stats["kl"]}
+            metrics["line_search_steps"] = stats["line_search_steps"]
+        return metrics
 
     def adaptation_curve(
         self, policy_state: dict[str, torch.Tensor], tasks: np.ndarray, steps: int
@@ -254,8 +256,7 @@ class MetaPGAgent:
         """Mean return per task (len(tasks), steps + 1) before and after each inner
         policy-gradient step from the parameters ``policy_state``, sampling
         ``episodes_per_task`` episodes per step as in training."""
-        self.policy.load_state_dict(policy_state)
-        theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
+        theta = {k: v.detach() for k, v in policy_state.items()}  # the policy has no buffers
         return self.rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
 
     def pretrained_state(self) -> dict[str, torch.Tensor]:
@@ -271,7 +272,6 @@ class MetaPGAgent:
         baseline = MetaPGAgent(dataclasses.replace(cfg, learner=learner))
         try:
             for iteration in tqdm(range(cfg.eval.pretrain_iterations), desc="pre-training"):
-                torch.manual_seed(cfg.seed * 1_000_003 + iteration)
                 baseline.train_iteration(iteration)
             return baseline.policy.state_dict()
         finally:
@@ -285,12 +285,10 @@ class MetaPGAgent:
         cfg = self.config
         tasks = self.sample_tasks([cfg.eval.seed], episodes)
         steps = cfg.eval.steps
-        trained = {k: v.clone() for k, v in self.policy.state_dict().items()}
         curves = {
-            "agent": self.adaptation_curve(trained, tasks, steps),
+            "agent": self.adaptation_curve(self.policy.state_dict(), tasks, steps),
             "pretrained_finetuned": self.adaptation_curve(self.pretrained_state(), tasks, steps),
         }
-        self.policy.load_state_dict(trained)
         if cfg.eval.ppo_tasks:
             curves["ppo_scratch"] = ppo_scratch_curve(
                 functools.partial(make_task_env, cfg.env.family, cfg.env.horizon),
