@@ -7,6 +7,7 @@ from gymnasium.vector import SyncVectorEnv, VectorEnv
 
 from envs.bandits import BernoulliBanditEnv, BernoulliBanditVectorEnv
 from envs.locomotion import FAMILIES, LocomotionTaskEnv
+from envs.mazes import MazeEnv, MazeVectorEnv
 from envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 CONTINUOUS_FAMILIES = ("Navigation2D", *FAMILIES)
@@ -33,6 +34,8 @@ __all__ = [
     "BernoulliBanditEnv",
     "BernoulliBanditVectorEnv",
     "LocomotionTaskEnv",
+    "MazeEnv",
+    "MazeVectorEnv",
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
     "make_task_env",
