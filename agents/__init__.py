@@ -14,8 +14,10 @@ from metarl.errors import ConfigError
 
 RECIPES = {
     "rl2-bandit": "agents.rl2_bandit",
+    "rl2-maze": "agents.rl2_maze",
     "fewshot-omniglot": "agents.fewshot_omniglot",
     "maml-rl": "agents.maml_rl",
+    "online-omniglot": "agents.online_omniglot",
 }
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import metarl
-from agents.rl2_bandit import ModelConfig, build_policy
+from agents.rl2_agent import build_policy
 from metarl import runs
 from metarl.backbones import SNAIL, Conv4, TCBlockSpec
+from metarl.backbones.config import ModelConfig
 from metarl.errors import UsageError
 from metarl.fewshot import load_omniglot
 from metarl.fewshot.episodes import EpisodeSampler
@@ -72,7 +73,8 @@ def test_with_shots_keeps_the_first_shots_of_every_class():
     [
         (11, 1, 1, "11-way episodes need 11 classes, the test split has 10"),
         (5, 15, 6, "need 21 images per class, the test split has 20"),
-        (0, 1, 1, "ways must be a positive integer"),
+        (0, 1, 1, "ways must be an integer >= 1, got 0"),
+        (5, 1, -1, "queries must be an integer >= 0, got -1"),
     ],
 )
 def test_impossible_episodes_are_rejected(ways, shots, queries, message):
@@ -103,7 +105,7 @@ def test_snail_classifier_uses_the_bandit_backbone_class():
     classifier = SNAILClassifier(
         Conv4(hidden=8), 8, max_ways=3, max_shots=2, blocks=[TCBlockSpec(8)]
     )
-    policy = build_policy(ModelConfig(backbone="snail"), num_arms=3, horizon=5)
+    policy = build_policy(ModelConfig(backbone="snail"), obs_size=1, num_actions=3, max_len=5)
     assert type(classifier.snail) is type(policy.backbone) is SNAIL
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from metarl.backbones.base import BackboneState, SequenceBackbone, check_backbone
 from metarl.backbones.conv4 import Conv4
 from metarl.backbones.lstm import LSTMBackbone, LSTMState
+from metarl.backbones.mann import MANN, MANNState
 from metarl.backbones.snail import (
     DEFAULT_BLOCKS,
     SNAIL,
@@ -20,7 +21,7 @@ from metarl.backbones.snail import (
     parse_block,
 )
 
-BACKBONES: dict[str, type[SequenceBackbone]] = {"lstm": LSTMBackbone, "snail": SNAIL}
+BACKBONES: dict[str, type[SequenceBackbone]] = {"lstm": LSTMBackbone, "mann": MANN, "snail": SNAIL}
 
 
 def build_backbone(kind: str, input_size: int, max_len: int, **kwargs: Any) -> SequenceBackbone:
@@ -42,6 +43,8 @@ __all__ = [
     "DenseBlock",
     "LSTMBackbone",
     "LSTMState",
+    "MANN",
+    "MANNState",
     "SNAILState",
     "SequenceBackbone",
     "TCBlock",

@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from envs.mazes import MazeVectorEnv, default_max_episode_steps, maze_size, shortest_path_lengths
+from envs.mazes import (
+    MOVES,
+    MazeEnv,
+    MazeVectorEnv,
+    default_max_episode_steps,
+    maze_size,
+    shortest_path_lengths,
+)
 
 
 def episode_lengths(
@@ -72,3 +79,30 @@ def random_episode_lengths(tasks: np.ndarray, seed: int, **env_kwargs: Any) -> n
         masks.append(alive.copy())
         alive &= ~(terminated | truncated)
     return episode_lengths(np.stack(ends, axis=1), np.stack(masks, axis=1), env.episodes_per_trial)
+
+
+def trial_paths(task: np.ndarray, actions: np.ndarray, **env_kwargs: Any) -> list[list[Any]]:
+    """The cells (r, c) each episode of a trial visited, replaying its ``actions`` in a
+    :class:`MazeEnv` (the dynamics are deterministic); an episode that reached the goal ends
+    on it. For drawing with :func:`envs.mazes.draw_paths`."""
+    env = MazeEnv(maze_size(task[None]), **env_kwargs)
+    env.reset(options={"task": task})
+    start = env.position
+    paths: list[list[Any]] = [[start]]
+    for action in actions:
+        before = env.position
+        _, reward, terminated, truncated, info = env.step(int(action))
+        if info["episode_end"]:
+            if reward > 0:  # the goal step: the agent is already back at the start
+                paths[-1].append(_neighbour(before, int(action)))
+            if terminated or truncated:
+                break
+            paths.append([start])
+        else:
+            paths[-1].append(env.position)
+    return paths
+
+
+def _neighbour(cell: tuple[int, int], action: int) -> tuple[int, int]:
+    (dr, dc) = MOVES[action]
+    return cell[0] + dr, cell[1] + dc

@@ -63,7 +63,7 @@ def evaluate_run(
         agent.close()
     report["trained_iterations"] = checkpoint["iteration"]
     runs.write_json(path / "eval.json", report)
-    if report["metric"] == "accuracy":
+    if "shots" in report:
         runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
     plot_report(report, path)
     return report
@@ -78,7 +78,18 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_curve, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
+    trial = report.get("rendered_trial")
+    panels = 3 if trial else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    ax_curve, ax_train = axes[:2]
+    if trial:  # a maze trial: each episode's path in its own colour
+        from envs.mazes import draw_paths
+
+        axes[2].imshow(draw_paths(np.asarray(trial["task"]), trial["paths"]))
+        colours = ("blue", "orange", "purple", "brown", "cyan")[: len(trial["paths"])]
+        names = [f"episode {i + 1} {c}" for i, c in enumerate(colours)]
+        axes[2].set_title("one held-out trial: " + ", ".join(names))
+        axes[2].axis("off")
     curve = report["curve"]
     for name, values in curve.items():
         if name == "x":
@@ -91,12 +102,16 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         "shots": "support images per class",
         "inner_steps": "inner gradient steps",
         "gradient_steps": "policy-gradient steps on the task",
+        "instance": "showing of the class (instance)",
+        "episode": "episode of the trial",
     }
     ax_curve.set_xlabel(labels.get(report.get("curve_of", ""), "pull"))
     ax_curve.set_ylabel(
-        {"accuracy": "accuracy", "return": "mean episode return"}.get(
-            report["metric"], "mean reward"
-        )
+        {
+            "accuracy": "accuracy",
+            "return": "mean episode return",
+            "episode_length": "mean episode length (steps)",
+        }.get(report["metric"], "mean reward")
     )
     setting = f" {report['ways']}-way" if fewshot else ""
     ax_curve.set_title(
@@ -116,6 +131,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         elif "pre_return" in rows[0]:  # adapted by gradient steps: before and after them
             ax_train.plot(steps, [r["pre_return"] for r in rows], label="before adaptation")
             ax_train.plot(steps, [r["mean_return"] for r in rows], label="after adaptation")
+            ax_train.legend(fontsize=8)
+        elif "length_episode_1" in rows[0]:  # maze trials: each episode's length
+            for key in (k for k in rows[0] if k.startswith("length_episode_")):
+                ax_train.plot(steps, [r[key] for r in rows], label=key.replace("_", " "))
             ax_train.legend(fontsize=8)
         else:
             ax_train.plot(steps, [r["mean_return"] for r in rows])

@@ -40,7 +40,7 @@ class Episodes:
         """The same episodes keeping only the first ``shots`` support images of each class."""
         if not 1 <= shots <= self.shots:
             raise ValueError(f"shots must be in 1..{self.shots}, got {shots}")
-        keep = _rank_within_class(self.support_y, self.ways) < shots
+        keep = rank_within_class(self.support_y, self.ways) < shots
         batch = len(keep)  # every episode keeps N * shots images, so rows stay equal
         return dataclasses.replace(
             self,
@@ -50,7 +50,7 @@ class Episodes:
         )
 
 
-def _rank_within_class(labels: Tensor, ways: int) -> Tensor:
+def rank_within_class(labels: Tensor, ways: int) -> Tensor:
     """For each position, how many earlier positions hold the same label."""
     onehot = torch.nn.functional.one_hot(labels, ways)
     return ((onehot.cumsum(1) - 1) * onehot).sum(-1)
@@ -61,7 +61,8 @@ class EpisodeSampler:
 
     Args:
         images: uint8 array (classes, drawings, H, W).
-        ways, shots, queries: N, K and Q (queries per class).
+        ways, shots, queries: N, K and Q (queries per class; 0 for the online protocol,
+            which reads the support set as a sequence and has no queries).
         split: the split's name, for error messages.
 
     Raises:
@@ -72,9 +73,9 @@ class EpisodeSampler:
     def __init__(
         self, images: np.ndarray, ways: int, shots: int, queries: int, split: str = "test"
     ) -> None:
-        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        for name, value, least in (("ways", ways, 1), ("shots", shots, 1), ("queries", queries, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise UsageError(f"{name} must be an integer >= {least}, got {value!r}")
         classes, drawings = images.shape[:2]
         if ways > classes:
             raise UsageError(

@@ -1,0 +1,223 @@
+"""``online-omniglot``: Santoro et al. 2016's one-shot protocol, labels shown one step late.
+
+Each episode shows ``ways`` Omniglot classes ``instances`` times each, in random order, with
+labels drawn afresh; the learner is a Conv4 encoder, a sequence backbone (``model.backbone``:
+MANN, LSTM or SNAIL, the same classes as the RL agents' policies) and a linear head, trained
+by cross-entropy on every step. ``mann-omniglot`` is its config; its LSTM baseline is
+``--set model.backbone=lstm``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.fewshot_omniglot import DataConfig, OptimConfig
+from metarl.backbones import Conv4
+from metarl.backbones.config import ModelConfig
+from metarl.config import TrainConfig, require, require_positive_ints
+from metarl.errors import UsageError
+from metarl.eval.stats import mean_ci95
+from metarl.fewshot.episodes import EpisodeSampler
+from metarl.fewshot.omniglot import load_omniglot
+from metarl.learners.sequence_classifier import SequenceClassifier, accuracy_by_instance
+
+REPORTED_INSTANCES = (1, 2, 3, 4, 5, 10)  # the columns of Santoro et al.'s Table 1
+
+
+@dataclasses.dataclass
+class EpisodeConfig:
+    """Attributes:
+    ways: classes per episode (5 or 15 in the paper); also the label width.
+    instances: showings of each class per episode (10 in the paper).
+    meta_batch: episodes per update."""
+
+    ways: int = 5
+    instances: int = 10
+    meta_batch: int = 16
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "episodes", ("ways", "instances", "meta_batch"))
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Attributes:
+    episodes: test episodes.
+    ways: classes per test episode, at most ``episodes.ways``.
+    seed: seeds the test episodes.
+    val_every, val_episodes: validation (2nd-instance accuracy) during training."""
+
+    episodes: int = 1000
+    ways: int = 5
+    seed: int = 2_147_483_647
+    val_every: int = 250
+    val_episodes: int = 100
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "eval", ("ways", "val_every", "val_episodes"))
+        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
+
+
+@dataclasses.dataclass
+class Config:
+    """An online few-shot Omniglot experiment.
+
+    Attributes:
+        name: experiment name.
+        agent: ``online-omniglot``.
+        seed: seeds the weights and every iteration's episodes.
+        channels: Conv4 encoder width.
+    """
+
+    name: str
+    agent: str
+    seed: int = 0
+    channels: int = 64
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    episodes: EpisodeConfig = dataclasses.field(default_factory=EpisodeConfig)
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(backbone="mann"))
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        require(self.channels >= 1, "channels", self.channels, "an integer >= 1")
+        require(
+            self.eval.ways <= self.episodes.ways,
+            "eval.ways",
+            self.eval.ways,
+            f"at most episodes.ways ({self.episodes.ways}), the model's label width",
+        )
+
+
+def build_model(config: Config) -> SequenceClassifier:
+    """Conv4, the configured backbone over (embedding, previous label), a linear head."""
+    encoder = Conv4(hidden=config.channels)
+    ways, length = config.episodes.ways, config.episodes.ways * config.episodes.instances
+    backbone = config.model.build(encoder.out_features(config.data.image_size) + ways, length)
+    return SequenceClassifier(encoder, backbone, ways)
+
+
+class OnlineOmniglotAgent:
+    """Trains on episodes of the training classes, validates on held-out characters and is
+    measured on the test classes."""
+
+    headline = "accuracy_2nd"
+
+    def __init__(self, config: Config, progress: bool = True) -> None:
+        self.config = config
+        data = config.data
+        self.splits = load_omniglot(
+            data.dir,
+            protocol=data.protocol,
+            val_characters=data.val_characters,
+            image_size=data.image_size,
+            progress=progress,
+        )
+        torch.manual_seed(config.seed)
+        self.model = build_model(config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
+        self.schedule = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, config.optim.decay_every, config.optim.decay
+        )
+        episodes = config.episodes
+        self.sampler = self._sampler(self.splits.train, episodes.ways, "train")
+        self._sampler(self.splits.val, config.eval.ways, "validation")  # fail now, not later
+        self.val_accuracy = float("nan")
+
+    def _sampler(self, images: np.ndarray, ways: int, split: str) -> EpisodeSampler:
+        return EpisodeSampler(images, ways, self.config.episodes.instances, 0, split)
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, iteration])
+        batch = self.sampler.sample(rng, cfg.episodes.meta_batch)
+        self.model.train()
+        logits = self.model(batch.support_x, batch.support_y, batch.ways)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.support_y.flatten())
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        by_instance = accuracy_by_instance(logits.detach(), batch.support_y, batch.ways)
+        if (iteration + 1) % cfg.eval.val_every == 0:
+            self.val_accuracy = self._accuracy(self.splits.val, cfg.eval.val_episodes)[:, 1].mean()
+        return {
+            "accuracy": float(by_instance[1:].mean()),
+            "accuracy_1st": float(by_instance[0]),
+            "accuracy_2nd": float(by_instance[1]),
+            "val_accuracy": float(self.val_accuracy),
+            "env_steps": float(batch.support_y.numel()),
+            "loss": loss.item(),
+            "lr": self.schedule.get_last_lr()[0],
+        }
+
+    @torch.no_grad()
+    def _accuracy(self, images: np.ndarray, episodes: int) -> np.ndarray:
+        """Per-episode accuracy by instance (episodes, instances) on seeded episodes."""
+        ways = self.config.eval.ways
+        sampler = self._sampler(images, ways, "test")
+        rng = np.random.default_rng(self.config.eval.seed)
+        self.model.eval()
+        rows = []
+        for start in range(0, episodes, 50):
+            batch = sampler.sample(rng, min(50, episodes - start))
+            logits = self.model(batch.support_x, batch.support_y, ways)
+            rows += [
+                accuracy_by_instance(lg[None], y[None], ways).numpy()
+                for lg, y in zip(logits, batch.support_y, strict=True)
+            ]
+        return np.stack(rows)
+
+    def evaluate(self, episodes: int) -> dict[str, Any]:
+        """Accuracy by instance on test episodes; ``value`` is the 2nd instance's."""
+        ev, instances = self.config.eval, self.config.episodes.instances
+        if ev.ways > self.config.episodes.ways:
+            raise UsageError(
+                f"this model reads at most {self.config.episodes.ways} classes, got {ev.ways}"
+            )
+        accuracy = self._accuracy(self.splits.test, episodes)
+        value, ci95 = mean_ci95(accuracy[:, 1]) if instances > 1 else mean_ci95(accuracy[:, 0])
+        x = [i for i in REPORTED_INSTANCES if i <= instances]
+        return {
+            "metric": "accuracy",
+            "higher_is_better": True,
+            "value": value,
+            "ci95": ci95,
+            "episodes": episodes,
+            "ways": ev.ways,
+            "instances": instances,
+            "curve_of": "instance",
+            "baselines": {"chance": 1.0 / ev.ways},
+            "curve": {
+                "x": x,
+                "agent": [float(accuracy[:, i - 1].mean()) for i in x],
+                "chance": [1.0 / ev.ways] * len(x),
+            },
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "val_accuracy": self.val_accuracy,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.val_accuracy = state["val_accuracy"]
+
+    def close(self) -> None:
+        pass
+
+
+def build(config: Config) -> OnlineOmniglotAgent:
+    return OnlineOmniglotAgent(config)

@@ -1,0 +1,156 @@
+"""What every RL² recipe shares: the configuration sections and the training loop of a memory
+policy (SNAIL, LSTM or MANN) meta-trained by PPO on whole trials sampled by rollout workers.
+
+A recipe (``rl2-bandit``, ``rl2-maze``) adds its ``env`` section, the batched environment
+and its evaluation against its own baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+
+from metarl.backbones.config import ModelConfig
+from metarl.config import SamplerConfig, TrainConfig, require
+from metarl.learners.rl2 import RL2, PPOConfig
+from metarl.policies import RecurrentActorCritic, rl2_input_size
+from metarl.rollout import RolloutWorker, Shard, make_sampler
+from metarl.rollout.worker import Batch, concat_batches, shard_seeds
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Attributes:
+    episodes: held-out tasks (one trial each).
+    seed: seed of the held-out tasks, distinct from any training seed stream.
+    deterministic: act greedily instead of sampling."""
+
+    episodes: int = 1000
+    seed: int = 2_147_483_647
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
+
+
+@dataclasses.dataclass
+class RL2Config:
+    """The sections of an RL² experiment but its ``env``, which each recipe adds.
+
+    Attributes:
+        name: experiment name.
+        agent: the recipe.
+        seed: seeds the weights, every iteration's tasks and actions, and PPO's shuffling.
+        trials_per_iteration: trials (one task each) sampled per PPO update.
+    """
+
+    name: str
+    agent: str
+    seed: int = 0
+    trials_per_iteration: int = 1000
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            self.trials_per_iteration >= self.sampler.shards,
+            "trials_per_iteration",
+            self.trials_per_iteration,
+            f">= sampler.shards ({self.sampler.shards})",
+        )
+
+
+def build_policy(
+    model: ModelConfig, obs_size: int, num_actions: int, max_len: int
+) -> RecurrentActorCritic:
+    """The memory policy over RL² inputs, for trials of at most ``max_len`` steps."""
+    backbone = model.build(rl2_input_size(obs_size, num_actions), max_len)
+    return RecurrentActorCritic(backbone, num_actions)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+class RL2Agent:
+    """Samples trials on rollout workers and updates the policy with PPO.
+
+    Args:
+        config: the experiment.
+        make_env: builds the batched task distribution for a number of tasks.
+        obs_size, num_actions: the environment's observation width and action count.
+        max_len: the longest trial, in steps.
+    """
+
+    headline = "mean_return"
+
+    def __init__(
+        self,
+        config: RL2Config,
+        make_env: Callable[[int], VectorEnv],
+        obs_size: int,
+        num_actions: int,
+        max_len: int,
+    ) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        make_policy = functools.partial(build_policy, config.model, obs_size, num_actions, max_len)
+        self.policy = make_policy()
+        self.learner = RL2(self.policy, config.ppo)
+        self.worker_kwargs = {"make_env": make_env, "make_policy": make_policy}
+        self.sampler = make_sampler(config.sampler, self.worker_kwargs)
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        seeds = shard_seeds(cfg.seed, iteration, cfg.sampler.shards)
+        sizes = _split(cfg.trials_per_iteration, cfg.sampler.shards)
+        shards = [Shard(seed, size) for seed, size in zip(seeds, sizes, strict=True)]
+        batch = concat_batches(self.sampler.sample(self.policy.state_dict(), shards))
+        tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
+        for key in ("mask", "dones", "rewards"):
+            tensors[key] = tensors[key].float()
+        generator = torch.Generator().manual_seed(seeds[0])
+        stats = self.learner.update(tensors, generator)
+        return {
+            "mean_return": float(batch["returns"].mean()),
+            "env_steps": float(batch["mask"].sum()),
+            **self.batch_metrics(batch),
+            **stats,
+        }
+
+    def batch_metrics(self, batch: Batch) -> dict[str, float]:
+        """Task-specific training metrics of a sampled batch (none here)."""
+        return {}
+
+    def held_out_trials(self, tasks: np.ndarray) -> Batch:
+        """One trial of the trained policy on each held-out task, in-process."""
+        cfg = self.config
+        worker = RolloutWorker(**self.worker_kwargs, deterministic=cfg.eval.deterministic)
+        chunk = 1000
+        shards = [
+            Shard(cfg.eval.seed + i, len(tasks[i : i + chunk]), tasks[i : i + chunk])
+            for i in range(0, len(tasks), chunk)
+        ]
+        return concat_batches(worker.sample(self.policy.state_dict(), shards))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.learner.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.learner.optimizer.load_state_dict(state["optimizer"])
+
+    def close(self) -> None:
+        self.sampler.close()
