@@ -67,12 +67,15 @@ class SamplerConfig:
             local Ray instance.
         shards: the batch is cut into this many shards, each with its own seed; workers take
             shards, so results do not depend on the backend or the number of workers.
+        max_restarts: Ray workers that may die and be replaced within one iteration before
+            the run stops (with a checkpoint of the iterations done).
     """
 
     backend: str = "local"
     workers: int = 2
     ray_address: str = ""
     shards: int = 4
+    max_restarts: int = 3
 
     def __post_init__(self) -> None:
         require(
@@ -80,6 +83,7 @@ class SamplerConfig:
         )
         require(self.workers >= 1, "sampler.workers", self.workers, "an integer >= 1")
         require(self.shards >= 1, "sampler.shards", self.shards, "an integer >= 1")
+        require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
 
 
 def require(ok: bool, key: str, value: Any, expected: str) -> None:

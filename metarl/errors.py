@@ -13,3 +13,8 @@ class ConfigError(UsageError):
 class RunFailed(Exception):
     """Training could not go on (e.g. a diverging inner step); the command line prints it and
     exits 1, the last checkpoint left as it was."""
+
+
+class WorkersLost(RunFailed):
+    """Rollout workers kept dying: more replacements in one iteration than allowed. The
+    iteration never reached its update, so the trainer checkpoints the iterations done."""

@@ -21,7 +21,7 @@ from agents import get_recipe
 from metarl import runs
 from metarl.allocator import keep_freed_memory
 from metarl.config import from_dict, read_raw, set_key, to_dict
-from metarl.errors import RunFailed, UsageError
+from metarl.errors import RunFailed, UsageError, WorkersLost
 
 
 class Agent(Protocol):
@@ -255,6 +255,12 @@ def _loop(
                 break
     except KeyboardInterrupt:
         status = "interrupted"
+    except WorkersLost as err:  # the iteration never reached the update: state is whole
+        save()
+        raise RunFailed(
+            f"{err}; {path / runs.CHECKPOINT} holds the {iteration} iterations done "
+            f"(continue with --resume {path})"
+        ) from None
     except FloatingPointError as err:  # no checkpoint of the diverged state
         raise RunFailed(
             f"iteration {iteration} diverged ({err}); {path / runs.CHECKPOINT} holds the last "

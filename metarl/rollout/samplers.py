@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from metarl.config import SamplerConfig
-from metarl.errors import UsageError
+from metarl.errors import UsageError, WorkersLost
 from metarl.rollout.worker import Batch, RolloutWorker
 
 
@@ -62,13 +62,21 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
 
 class RaySampler:
     """``workers`` worker actors; weights are put in the object store once per call and
-    shards are dealt to the actors round-robin.
+    shards are dealt to the actors round-robin, one call per shard.
+
+    A worker that dies mid-call (its process killed, its node lost) is replaced by a fresh
+    actor, which runs again the shards the dead one had not returned; a shard's result
+    depends only on its seed, so the batch is the one an undisturbed call gives, each shard
+    used exactly once. After ``max_restarts`` replacements in one call it gives up with
+    :class:`WorkersLost`. :attr:`restarts` and :attr:`resampled` count, over the sampler's
+    life, the actors replaced and the shards run again.
 
     Args:
         worker_kwargs: the worker's arguments (each actor builds its own).
         workers: number of actors.
         address: a running cluster's address; empty starts a local Ray instance.
         worker: the worker class, :class:`RolloutWorker` or :class:`EpisodeWorker`.
+        max_restarts: actor replacements allowed per call.
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class RaySampler:
         workers: int,
         address: str = "",
         worker: Callable[..., Worker] = RolloutWorker,
+        max_restarts: int = 3,
     ) -> None:
         import ray
 
@@ -99,20 +108,48 @@ class RaySampler:
                 raise UsageError(
                     f"cannot start or join Ray at {address or 'local'}: {str(err).splitlines()[0]}"
                 ) from None
-        actor = ray.remote(num_cpus=1)(worker)
-        self.actors = [actor.remote(**worker_kwargs) for _ in range(workers)]
+        self._new_actor = lambda: ray.remote(num_cpus=1)(worker).remote(**worker_kwargs)
+        self.actors = [self._new_actor() for _ in range(workers)]
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.resampled = 0
 
     def sample(self, weights: dict[str, Any] | None, shards: list[Any]) -> list[Batch]:
         import ray
+        from ray.exceptions import RayActorError
 
         ref = ray.put(weights)
         n = len(self.actors)
-        futures = [a.sample.remote(ref, shards[i::n]) for i, a in enumerate(self.actors)]
-        per_actor = ray.get(futures)
-        results: list[Batch] = [None] * len(shards)  # type: ignore[list-item]
-        for i, batches in enumerate(per_actor):
-            results[i::n] = batches
-        return results
+
+        def submit(index: int) -> None:
+            actor = self.actors[index % n]
+            pending[actor.sample.remote(ref, [shards[index]])] = (index, actor)
+
+        pending: dict[Any, tuple[int, Any]] = {}
+        for index in range(len(shards)):
+            submit(index)
+        results: list[Batch | None] = [None] * len(shards)
+        restarts = 0
+        while pending:
+            (done,), _ = ray.wait(list(pending), num_returns=1)
+            index, actor = pending.pop(done)
+            try:
+                (results[index],) = ray.get(done)
+                continue
+            except RayActorError as err:
+                reason = str(err).splitlines()[0]
+            if actor is self.actors[index % n]:  # not yet replaced by an earlier failure
+                if restarts == self.max_restarts:
+                    raise WorkersLost(
+                        f"rollout workers died {restarts + 1} times in one iteration "
+                        f"(sampler.max_restarts={self.max_restarts}); last: {reason}"
+                    )
+                restarts += 1
+                self.restarts += 1
+                self.actors[index % n] = self._new_actor()
+            self.resampled += 1
+            submit(index)
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         import ray
@@ -129,5 +166,7 @@ def make_sampler(
 ) -> Sampler:
     """The sampler for ``config.backend``, its workers ``worker(**worker_kwargs)``."""
     if config.backend == "ray":
-        return RaySampler(worker_kwargs, config.workers, config.ray_address, worker)
+        return RaySampler(
+            worker_kwargs, config.workers, config.ray_address, worker, config.max_restarts
+        )
     return LocalSampler(worker_kwargs, worker)
