@@ -1,8 +1,9 @@
-"""Few-shot Omniglot classifiers: ProtoNet, Matching Networks, Relation Networks, SNAIL
-and the fine-tune baseline, all on the Conv4 encoder, trained episode by episode.
+"""Few-shot Omniglot classifiers: ProtoNet, Matching Networks, Relation Networks, SNAIL,
+MetaNet and the fine-tune baseline, all on the Conv4 encoder, trained episode by episode.
 
 ``learner.kind`` picks the learner; ``protonet-omniglot``, ``matchingnet-omniglot``,
-``relationnet-omniglot``, ``snail-omniglot`` and ``finetune-omniglot`` are its configs.
+``relationnet-omniglot``, ``snail-omniglot``, ``metanet-omniglot`` and
+``finetune-omniglot`` are its configs.
 Meta-learners train on episodes of the training classes; the fine-tune baseline trains an
 ordinary classifier over all of them instead, and fits a new head on each test episode.
 """
@@ -27,6 +28,7 @@ from metarl.learners.finetune import FineTuneClassifier
 from metarl.learners.maml import Reptile
 from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.learners.matchingnet import MatchingNet
+from metarl.learners.metanet import MetaNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
 from metarl.learners.snail_classifier import SNAILClassifier
@@ -40,6 +42,7 @@ LEARNERS = (
     "maml",
     "protomaml",
     "reptile",
+    "metanet",
 )
 
 
@@ -90,8 +93,8 @@ class LearnerConfig:
     """The classifier: a Conv4 encoder and the learner named by ``kind``.
 
     Attributes:
-        kind: protonet, matchingnet, relationnet, snail, finetune, maml, protomaml or
-            reptile.
+        kind: protonet, matchingnet, relationnet, snail, finetune, maml, protomaml,
+            reptile or metanet.
         channels: Conv4 width.
         fce: Matching Networks' Full Context Embeddings on or off.
         fce_steps: processing steps of the attention LSTM over the support set.
@@ -99,12 +102,14 @@ class LearnerConfig:
         relation_hidden: width of the Relation Network's hidden layer.
         blocks: SNAIL's blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
         max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length);
-            ``max_ways`` is also the width of MAML's learned head.
+            ``max_ways`` is also the width of MAML's learned head and MetaNet's output layer.
         inner_lr, inner_steps, first_order: the inner step size, the number of steps, and
             MAML's first-order switch (maml, protomaml, reptile).
         outer_lr: Reptile's β, scaled by the learning-rate schedule.
         pretrain_batch: images per update of the fine-tune baseline's pre-training.
-        head_steps, head_lr: the fine-tune baseline's per-episode head fitting."""
+        head_steps, head_lr: the fine-tune baseline's per-episode head fitting.
+        base_hidden, key_size, generator_hidden: MetaNet's hidden augmented layer of the base
+            learner, memory key width (u's output) and width of the generators m and d."""
 
     kind: str = "protonet"
     channels: int = 64
@@ -124,6 +129,9 @@ class LearnerConfig:
     inner_steps: int = 1
     first_order: bool = False
     outer_lr: float = 1.0
+    base_hidden: int = 64
+    key_size: int = 64
+    generator_hidden: int = 20
 
     def __post_init__(self) -> None:
         require(self.kind in LEARNERS, "learner.kind", self.kind, " or ".join(LEARNERS))
@@ -131,7 +139,8 @@ class LearnerConfig:
             self,
             "learner",
             ("channels", "fce_steps", "relation_hidden", "max_ways", "max_shots")
-            + ("pretrain_batch", "head_steps", "inner_steps"),
+            + ("pretrain_batch", "head_steps", "inner_steps")
+            + ("base_hidden", "key_size", "generator_hidden"),
         )
         require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
         require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
@@ -231,6 +240,16 @@ def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> 
             learner.inner_steps,
             learner.first_order or learner.kind == "reptile",
             proto_head=learner.kind == "protomaml",
+        )
+    if learner.kind == "metanet":
+        return MetaNet(
+            encoder,
+            Conv4(hidden=width),
+            size,
+            learner.max_ways,
+            learner.base_hidden,
+            learner.key_size,
+            learner.generator_hidden,
         )
     if learner.kind == "snail":
         blocks = [parse_block(b) for b in learner.blocks]
@@ -364,6 +383,8 @@ class FewShotAgent:
                 f"this SNAIL classifier reads at most {learner.max_ways}-way "
                 f"{learner.max_shots}-shot episodes, got {ev.ways}-way {ev.shots}-shot"
             )
+        if learner.kind == "metanet" and ev.ways > learner.max_ways:
+            raise UsageError(f"this MetaNet has {learner.max_ways} outputs, got {ev.ways} ways")
         return evaluate_classifier(
             self.model,
             self.splits.test,
