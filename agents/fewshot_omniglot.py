@@ -11,6 +11,7 @@ ordinary classifier over all of them instead, and fits a new head on each test e
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from metarl.backbones import Conv4, parse_block
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
 from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
-from metarl.fewshot.omniglot import load_omniglot
+from metarl.fewshot.omniglot import Splits, load_omniglot
 from metarl.fewshot.protocol import episode_accuracy, evaluate_classifier
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
@@ -257,13 +258,19 @@ def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> 
     return FineTuneClassifier(encoder, size, train_classes, learner.head_steps, learner.head_lr)
 
 
-class FewShotAgent:
-    """Trains a few-shot classifier on Omniglot's training classes, validates on held-out
-    training characters and is measured on the test classes."""
+class TrainedClassifier:
+    """What every Omniglot classifier agent holds: the splits, the model, Adam with a step
+    learning-rate schedule, the last validation accuracy, and their checkpoint.
 
-    headline = "accuracy"
+    Args:
+        config: the experiment, with ``data``, ``optim`` and ``seed``.
+        build: makes the model (after seeding torch) from the loaded splits.
+        progress: show the loader's progress bar.
+    """
 
-    def __init__(self, config: Config, progress: bool = True) -> None:
+    def __init__(
+        self, config: Any, build: Callable[[Splits], torch.nn.Module], progress: bool
+    ) -> None:
         self.config = config
         data = config.data
         self.splits = load_omniglot(
@@ -274,17 +281,49 @@ class FewShotAgent:
             progress=progress,
         )
         torch.manual_seed(config.seed)
-        self.model = build_model(config.learner, data.image_size, len(self.splits.train))
+        self.model = build(self.splits)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
         self.schedule = torch.optim.lr_scheduler.StepLR(
             self.optimizer, config.optim.decay_every, config.optim.decay
+        )
+        self.val_accuracy = float("nan")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "val_accuracy": self.val_accuracy,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.val_accuracy = state["val_accuracy"]
+
+    def close(self) -> None:
+        pass
+
+
+class FewShotAgent(TrainedClassifier):
+    """Trains a few-shot classifier on Omniglot's training classes, validates on held-out
+    training characters and is measured on the test classes."""
+
+    headline = "accuracy"
+
+    def __init__(self, config: Config, progress: bool = True) -> None:
+        image_size = config.data.image_size
+        super().__init__(
+            config,
+            lambda splits: build_model(config.learner, image_size, len(splits.train)),
+            progress,
         )
         episodes = config.episodes
         if config.learner.kind != "finetune":
             self.sampler = EpisodeSampler(
                 self.splits.train, episodes.ways, episodes.shots, episodes.queries, "train"
             )
-        self.val_accuracy = float("nan")
         self._validation_checked = False
         if config.learner.kind == "reptile":
             learner = config.learner
@@ -394,23 +433,6 @@ class FewShotAgent:
             episodes=episodes,
             seed=ev.seed,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "val_accuracy": self.val_accuracy,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.val_accuracy = state["val_accuracy"]
-
-    def close(self) -> None:
-        pass
 
 
 def build(config: Config) -> FewShotAgent:

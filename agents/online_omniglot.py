@@ -16,14 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.fewshot_omniglot import DataConfig, OptimConfig
+from agents.fewshot_omniglot import DataConfig, OptimConfig, TrainedClassifier
 from metarl.backbones import Conv4
 from metarl.backbones.config import ModelConfig
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import EpisodeSampler
-from metarl.fewshot.omniglot import load_omniglot
 from metarl.learners.sequence_classifier import SequenceClassifier, accuracy_by_instance
 
 REPORTED_INSTANCES = (1, 2, 3, 4, 5, 10)  # the columns of Santoro et al.'s Table 1
@@ -103,32 +102,17 @@ def build_model(config: Config) -> SequenceClassifier:
     return SequenceClassifier(encoder, backbone, ways)
 
 
-class OnlineOmniglotAgent:
+class OnlineOmniglotAgent(TrainedClassifier):
     """Trains on episodes of the training classes, validates on held-out characters and is
     measured on the test classes."""
 
     headline = "accuracy_2nd"
 
     def __init__(self, config: Config, progress: bool = True) -> None:
-        self.config = config
-        data = config.data
-        self.splits = load_omniglot(
-            data.dir,
-            protocol=data.protocol,
-            val_characters=data.val_characters,
-            image_size=data.image_size,
-            progress=progress,
-        )
-        torch.manual_seed(config.seed)
-        self.model = build_model(config)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
-        self.schedule = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, config.optim.decay_every, config.optim.decay
-        )
+        super().__init__(config, lambda splits: build_model(config), progress)
         episodes = config.episodes
         self.sampler = self._sampler(self.splits.train, episodes.ways, "train")
         self._sampler(self.splits.val, config.eval.ways, "validation")  # fail now, not later
-        self.val_accuracy = float("nan")
 
     def _sampler(self, images: np.ndarray, ways: int, split: str) -> EpisodeSampler:
         return EpisodeSampler(images, ways, self.config.episodes.instances, 0, split)
@@ -200,23 +184,6 @@ class OnlineOmniglotAgent:
                 "chance": [1.0 / ev.ways] * len(x),
             },
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "val_accuracy": self.val_accuracy,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.val_accuracy = state["val_accuracy"]
-
-    def close(self) -> None:
-        pass
 
 
 def build(config: Config) -> OnlineOmniglotAgent:
