@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"metarl: run failed: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("metarl: interrupted (checkpoint written)", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"metarl: interrupted ({err or 'checkpoint written'})", file=sys.stderr)
         return 130
     return 0
 

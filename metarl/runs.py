@@ -1,8 +1,8 @@
 """The run folder: resolved config, metrics, atomic checkpoints, summary.
 
 Layout (the contract in DESIGN.md): ``config.yaml``, ``metrics.csv`` (one row per iteration),
-``checkpoint.pt``, ``summary.json``, ``tb/`` (TensorBoard), and after evaluation ``eval.json``
-and ``eval.png``.
+``checkpoint.pt`` (and ``checkpoint-previous.pt``, the one before it), ``summary.json``,
+``tb/`` (TensorBoard), and after evaluation ``eval.json`` and ``eval.png``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import yaml
 from metarl.errors import UsageError
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
@@ -47,15 +49,40 @@ def write_atomic(path: Path, write: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write ``state`` to ``path/checkpoint.pt``."""
-    write_atomic(path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+    """Atomically write ``state`` to ``path/checkpoint.pt``; the checkpoint it replaces
+    becomes ``checkpoint-previous.pt``, the fallback should the new one ever be unreadable."""
+    file = path / CHECKPOINT
+    tmp = file.with_name(f".{file.name}.tmp")
+    torch.save(state, tmp)
+    if file.exists():
+        os.replace(file, path / PREVIOUS_CHECKPOINT)
+    os.replace(tmp, file)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a run's checkpoint, with a one-line error when it is missing or unreadable."""
-    file = path / CHECKPOINT
-    if not file.is_file():
+    """Read a run's checkpoint, with a one-line error when it is missing or unreadable.
+
+    When ``checkpoint.pt`` is damaged (or was lost between the renames of a save) and
+    ``checkpoint-previous.pt`` is sound, that one is used, with a warning naming both.
+    """
+    file, previous = path / CHECKPOINT, path / PREVIOUS_CHECKPOINT
+    if not file.is_file() and not previous.is_file():
         raise UsageError(f"no checkpoint in {path} (expected {file})")
+    try:
+        return _read_checkpoint(file)
+    except UsageError as err:
+        if not previous.is_file():
+            raise
+        state = _read_checkpoint(previous)
+        warnings.warn(
+            f"{err}; using {previous} (iteration {state['iteration']}) instead", stacklevel=2
+        )
+        return state
+
+
+def _read_checkpoint(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise UsageError(f"checkpoint {file} is missing")
     try:
         state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a damaged file

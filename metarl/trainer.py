@@ -210,7 +210,8 @@ def _loop(
             },
         )
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(
         total=train_cfg.iterations,
         initial=start,
@@ -253,8 +254,13 @@ def _loop(
             if limit and now - began >= limit and iteration < train_cfg.iterations:
                 status = "time_limit"
                 break
-    except KeyboardInterrupt:
-        status = "interrupted"
+            if stop.signal is not None:
+                status = "interrupted"
+                break
+    except KeyboardInterrupt:  # a second signal: the iteration in progress is abandoned,
+        raise KeyboardInterrupt(  # half-updated, so the last periodic checkpoint stays
+            f"interrupted twice: {path / runs.CHECKPOINT} holds the last periodic checkpoint"
+        ) from None
     except WorkersLost as err:  # the iteration never reached the update: state is whole
         save()
         raise RunFailed(
@@ -267,7 +273,8 @@ def _loop(
             "good state"
         ) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bar.close()
         writer.close()
     save()
@@ -285,5 +292,15 @@ def _loop(
     return Run(path=path, config=config, summary=summary)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGINT / SIGTERM handler: the first signal asks the loop to stop once the iteration
+    in progress is complete (so the checkpoint holds a whole update, and a resumed run
+    continues exactly); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum

@@ -1,4 +1,8 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -97,3 +101,50 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
     (run.path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(metarl.errors.UsageError, match="corrupt or truncated"):
         metarl.train(resume=run.path, progress=False)
+
+
+def test_sigterm_then_resume_equals_the_uninterrupted_run(tmp_path):
+    """SIGTERM mid-run: the iteration in progress completes, a checkpoint is written, exit
+    130; --resume then gives metrics identical to a run never stopped."""
+    args = ["--set", "trials_per_iteration=64", "--set", "train.iterations=40"]
+    command = [sys.executable, "-m", "metarl.cli", "train", "lstm-bandit", *args]
+    process = subprocess.Popen([*command, "--out", str(tmp_path / "stopped")])
+    metrics = tmp_path / "stopped" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) > 3):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 130
+    done = runs.load_checkpoint(tmp_path / "stopped")["iteration"]
+    assert 3 <= done < 40
+    resumed = metarl.train(resume=tmp_path / "stopped", progress=False)
+    whole = metarl.train(
+        "lstm-bandit",
+        out=tmp_path / "whole",
+        progress=False,
+        overrides=["trials_per_iteration=64", "train.iterations=40"],
+    )
+    assert resumed.summary["iterations"] == 40
+    drop = ("wall_time", "steps_per_s")
+    a = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(whole.path)]
+    b = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(resumed.path)]
+    assert a == b
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    first = metarl.train(
+        "snail-bandit",
+        out=tmp_path / "run",
+        progress=False,
+        overrides={**SMALL, "train.iterations": 1},
+    )
+    run = metarl.train(resume=first.path, progress=False, overrides={"train.iterations": 2})
+    assert runs.load_checkpoint(run.path)["iteration"] == 2
+    data = (run.path / "checkpoint.pt").read_bytes()
+    (run.path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"corrupt or truncated.*checkpoint-previous.pt"):
+        assert runs.load_checkpoint(run.path)["iteration"] == 1
+    (run.path / "checkpoint-previous.pt").write_bytes(b"junk")
+    with pytest.raises(metarl.errors.UsageError, match="checkpoint-previous.pt is corrupt"):
+        runs.load_checkpoint(run.path)
