@@ -1,0 +1,88 @@
+"""A real two-node Ray cluster on loopback (one CPU each) running a job by ``ray job submit``."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = shutil.which("ray")
+if RAY is None:
+    pytest.skip("the ray command is not installed", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """``ray start ... --block``: stopping this process stops the node it started."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = subprocess.run(
+            [RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True
+        )
+        if status.returncode == 0 and status.stdout.count(" node_") >= count:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the cluster at {address} did not reach {count} nodes")
+
+
+def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
+    gcs, dashboard = free_port(), free_port()
+    address = f"127.0.0.1:{gcs}"
+    nodes = [
+        ray_node(
+            [
+                "--head",
+                f"--port={gcs}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+            ],
+            env,
+        )
+    ]
+    try:
+        wait_for_nodes(address, 1, env)
+        nodes.append(ray_node([f"--address={address}"], env))
+        wait_for_nodes(address, 2, env)
+        out = tmp_path / "run"
+        job = subprocess.run(
+            [RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}"]
+            + ["--working-dir", str(ROOT), "--", "metarl", "train", "snail-bandit"]
+            + ["--backend", "ray", "--ray-address", "auto", "--workers", "2"]
+            + ["--set", "train.iterations=2", "--set", "trials_per_iteration=64"]
+            + ["--out", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+        assert "succeeded" in job.stdout + job.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["iterations"] == 2
+        assert (out / "checkpoint.pt").is_file() and (out / "metrics.csv").is_file()
+    finally:
+        for node in reversed(nodes):
+            node.terminate()
+        for node in nodes:
+            node.wait(timeout=120)
