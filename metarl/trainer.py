@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -190,6 +192,8 @@ def _loop(
         agent.load_state_dict(checkpoint["agent"])
         start, env_steps = checkpoint["iteration"], checkpoint["env_steps"]
         elapsed = checkpoint["elapsed"]
+        if "rng" in checkpoint:
+            _set_rng_states(checkpoint["rng"])
     metrics = runs.MetricsLog(path, keep_below=start)
     writer = SummaryWriter(str(path / "tb"))
     train_cfg = config.train
@@ -207,6 +211,7 @@ def _loop(
                 "env_steps": env_steps,
                 "elapsed": elapsed + time.monotonic() - began,
                 "config": to_dict(config),
+                "rng": _rng_states(),
             },
         )
 
@@ -290,6 +295,23 @@ def _loop(
     if status == "interrupted":
         raise KeyboardInterrupt
     return Run(path=path, config=config, summary=summary)
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global random states (torch, numpy, random). Recipes draw from generators seeded
+    by (seed, iteration), and the loop reseeds torch every iteration, so resuming does not
+    need these; they are kept so that code drawing from the global streams resumes too."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
 
 
 class _StopRequest:
