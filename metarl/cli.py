@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``list``, ``train`` and ``eval``.
+"""The ``metarl`` command line: ``list``, ``train``, ``sweep`` and ``eval``.
 
 Exit codes: 0 on success, 2 with a one-line message on bad usage, config, checkpoint or
 data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written first).
@@ -50,7 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="few-shot: dataset folder (default $METARL_DATA)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("eval", help="evaluate a run on held-out tasks")
+    sw = sub.add_parser("sweep", help="train a grid of configurations x seeds on Ray Tune")
+    sw.add_argument("experiment", help="experiment name or path to a YAML config")
+    sw.add_argument(
+        "--set",
+        dest="grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values to sweep (one value: a fixed override), e.g. ppo.lr=1e-3,3e-3",
+    )
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per configuration")
+    sw.add_argument("--out", help="sweep folder (default runs/NAME-sweep-TIMESTAMP)")
+    sw.add_argument("--parallel", type=int, help="trials at once (default: one per CPU)")
+    sw.add_argument("--time-limit", type=_positive_minutes, metavar="MINUTES", help="per trial")
+    sw.add_argument("--ray-address", default="", help="run the trials on a Ray cluster")
+
+    ev = sub.add_parser("eval", help="evaluate a run (or a sweep) on held-out tasks")
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, help="held-out tasks (default: the config's)")
     ev.add_argument("--ways", type=int, help="few-shot: classes per test episode")
@@ -94,6 +110,19 @@ def _run(args: argparse.Namespace) -> None:
             f"run folder: {run.path} ({run.summary['status']}, "
             f"{run.summary['iterations']} iterations)"
         )
+    elif args.command == "sweep":
+        from metarl.sweep import summary_table, sweep
+
+        rows = sweep(
+            args.experiment,
+            args.grid,
+            seeds=args.seeds,
+            out=args.out,
+            parallel=args.parallel,
+            time_limit=args.time_limit,
+            ray_address=args.ray_address,
+        )
+        print(summary_table(rows))
     elif args.command == "eval":
         from metarl.eval.report import evaluate_run
 
@@ -107,8 +136,15 @@ def _run(args: argparse.Namespace) -> None:
         )
         if args.json:
             print(json.dumps(report, indent=2))
+        elif "configs" in report:  # a sweep
+            print(f"{report['experiment']}: {report['metric']} over {report['episodes']} tasks")
+            for config in report["configs"]:
+                print(
+                    f"  {config['label']:40s} {config['value']:.4f} ± {config['ci95']:.4f} "
+                    f"({len(config['seeds'])} seeds)"
+                )
         else:
-            setting = f" ({report['ways']}-way {report['shots']}-shot)" if "ways" in report else ""
+            setting = f" ({report['ways']}-way {report['shots']}-shot)" if "shots" in report else ""
             print(
                 f"{report['experiment']}{setting}: {report['metric']} = {report['value']:.4f} "
                 f"± {report['ci95']:.4f} over {report['episodes']} held-out tasks"

@@ -103,6 +103,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file written by :func:`write_json`, with a one-line error when unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+
+
 def read_run_config(path: Path) -> dict[str, Any]:
     """The resolved config a run was trained with."""
     file = path / CONFIG

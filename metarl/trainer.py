@@ -10,6 +10,7 @@ import dataclasses
 import math
 import random
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -216,7 +217,11 @@ def _loop(
         )
 
     stop = _StopRequest()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = (  # signal handlers live in the main thread (a Tune trial runs in another)
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     bar = tqdm(
         total=train_cfg.iterations,
         initial=start,

@@ -86,3 +86,6 @@ def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
             node.terminate()
         for node in nodes:
             node.wait(timeout=120)
+        current = Path("/tmp/ray/ray_current_cluster")  # else a later ray.init() joins it
+        if current.is_file() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink()

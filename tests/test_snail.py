@@ -188,5 +188,7 @@ def test_build_backbone_makes_a_snail_and_names_valid_kinds_otherwise() -> None:
     model = build_backbone("snail", input_size=6, max_len=10, projection_size=16)
     assert isinstance(model, SNAIL)
     assert (model.input_size, model.max_len, model.output_size) == (6, 10, 16 + 128 + 128 + 32)
-    with pytest.raises(ValueError, match="unknown backbone kind 'gru'; valid kinds: lstm, mann, snail"):
+    with pytest.raises(
+        ValueError, match="unknown backbone kind 'gru'; valid kinds: lstm, mann, snail"
+    ):
         build_backbone("gru", input_size=6, max_len=10)

@@ -12,6 +12,22 @@ from metarl import runs
 from metarl.allocator import keep_freed_memory
 from metarl.config import set_key
 from metarl.errors import UsageError
+from metarl.sweep import SWEEP, aggregate, is_sweep
+
+# x-axis label of each kind of adaptation curve (report["curve_of"]); bandits: pulls
+CURVE_LABELS = {
+    "shots": "support images per class",
+    "inner_steps": "inner gradient steps",
+    "gradient_steps": "policy-gradient steps on the task",
+    "instance": "showing of the class (instance)",
+    "episode": "episode of the trial",
+}
+# y-axis label of each metric's curve; bandits: the mean reward of each pull
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "return": "mean episode return",
+    "episode_length": "mean episode length (steps)",
+}
 
 
 def evaluate_run(
@@ -42,6 +58,8 @@ def evaluate_run(
 
     keep_freed_memory()
     path = Path(path)
+    if is_sweep(path):
+        return _evaluate_sweep(path, episodes, ways, shots, data_dir, overrides)
     raw = runs.read_run_config(path)
     if "sampler" in raw:
         raw["sampler"] = {**raw["sampler"], "backend": "local"}
@@ -67,6 +85,62 @@ def evaluate_run(
         runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
     plot_report(report, path)
     return report
+
+
+def _evaluate_sweep(
+    path: Path,
+    episodes: int | None,
+    ways: int | None,
+    shots: int | None,
+    data_dir: str | Path | None,
+    overrides: Sequence[str],
+) -> dict[str, Any]:
+    """Evaluate every finished trial of a sweep; aggregate by configuration."""
+    sweep = runs.read_json(path / SWEEP)
+    reports = []
+    for trial in sweep["trials"]:
+        if not (Path(trial["path"]) / runs.CHECKPOINT).is_file():
+            continue  # a failed trial
+        report = evaluate_run(
+            trial["path"], episodes, ways=ways, shots=shots, data_dir=data_dir, overrides=overrides
+        )
+        reports.append((trial, report))
+    if not reports:
+        raise UsageError(f"no trial of the sweep in {path} has a checkpoint to evaluate")
+    first = reports[0][1]
+    report = {
+        "experiment": sweep["experiment"],
+        "metric": first["metric"],
+        "higher_is_better": first["higher_is_better"],
+        "episodes": first["episodes"],
+        "curve_of": first.get("curve_of", ""),
+        "configs": aggregate(reports),
+    }
+    runs.write_json(path / "eval.json", report)
+    _plot_sweep(report, path)
+    return report
+
+
+def _plot_sweep(report: dict[str, Any], path: Path) -> None:
+    """``eval.png`` of a sweep: each configuration's mean curve with its 95% CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for config in report["configs"]:
+        x, mean, ci = (np.asarray(config["curve"][k]) for k in ("x", "mean", "ci95"))
+        ax.plot(x, mean, marker="o" if len(x) <= 20 else None, label=config["label"])
+        ax.fill_between(x, mean - ci, mean + ci, alpha=0.2)
+    ax.set_xlabel(CURVE_LABELS.get(report["curve_of"], "pull"))
+    ax.set_ylabel(METRIC_LABELS.get(report["metric"], "mean reward"))
+    seeds = max(len(c["seeds"]) for c in report["configs"])
+    ax.set_title(f"{report['experiment']}: mean and 95% CI over up to {seeds} seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    runs.write_atomic(path / "eval.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
 
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
@@ -98,21 +172,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         marker = "o" if len(curve["x"]) <= 20 else None  # a 1-shot curve is a single point
         ax_curve.plot(curve["x"], values, label=name, marker=marker, **style)
     fewshot = report["metric"] == "accuracy"
-    labels = {
-        "shots": "support images per class",
-        "inner_steps": "inner gradient steps",
-        "gradient_steps": "policy-gradient steps on the task",
-        "instance": "showing of the class (instance)",
-        "episode": "episode of the trial",
-    }
-    ax_curve.set_xlabel(labels.get(report.get("curve_of", ""), "pull"))
-    ax_curve.set_ylabel(
-        {
-            "accuracy": "accuracy",
-            "return": "mean episode return",
-            "episode_length": "mean episode length (steps)",
-        }.get(report["metric"], "mean reward")
-    )
+    ax_curve.set_xlabel(CURVE_LABELS.get(report.get("curve_of", ""), "pull"))
+    ax_curve.set_ylabel(METRIC_LABELS.get(report["metric"], "mean reward"))
     setting = f" {report['ways']}-way" if fewshot else ""
     ax_curve.set_title(
         f"{report['experiment']}: adaptation on {report['episodes']}{setting} held-out tasks"

@@ -1,0 +1,176 @@
+"""``metarl sweep``: a grid of configurations × seeds, run as parallel Ray Tune trials.
+
+Each trial is an ordinary run (its own folder, ``metarl train`` semantics) inside
+``SWEEP/LABEL-seedK``; ``sweep.json`` lists them, so ``metarl eval SWEEP`` can evaluate every
+trial and aggregate the adaptation curves by configuration (mean and 95% CI across seeds).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metarl import runs
+from metarl.errors import UsageError
+from metarl.eval.stats import mean_ci95
+
+SWEEP = "sweep.json"
+
+
+def parse_grid(assignments: Sequence[str]) -> dict[str, list[Any]]:
+    """``["ppo.lr=1e-3,3e-3", "seed_offset=0"]`` -> ``{"ppo.lr": [0.001, 0.003], ...}``: each
+    comma-separated value is read as YAML; a key without commas is a fixed override."""
+    grid: dict[str, list[Any]] = {}
+    for assignment in assignments:
+        key, sep, values = assignment.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise UsageError(f"--set {assignment!r}: expected KEY=V1,V2,...")
+        if key in grid:
+            raise UsageError(f"--set {key}: given twice; list all its values in one --set")
+        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+def trial_grid(grid: dict[str, list[Any]], seeds: int, base_seed: int) -> list[dict[str, Any]]:
+    """Every (configuration, seed) pair: its label, overrides, seed and folder name."""
+    if seeds < 1:
+        raise UsageError(f"--seeds must be a positive integer, got {seeds}")
+    trials = []
+    for values in itertools.product(*grid.values()):
+        overrides = dict(zip(grid, values, strict=True))
+        swept = {k: v for k, v in overrides.items() if len(grid[k]) > 1}
+        label = " ".join(f"{k}={v}" for k, v in swept.items()) or "default"
+        for offset in range(seeds):
+            folder = label.replace(" ", ",").replace("/", "_") + f"-seed{offset}"
+            trials.append(
+                {"label": label, "overrides": overrides, "seed": base_seed + offset, "dir": folder}
+            )
+    return trials
+
+
+def _run_trial(trial: dict[str, Any]) -> dict[str, Any]:
+    """A Tune trainable: one ordinary run into the trial's folder; returns its summary."""
+    from metarl.trainer import train
+
+    run = train(
+        trial["experiment"],
+        out=trial["path"],
+        overrides=trial["overrides"],
+        seed=trial["seed"],
+        time_limit=trial["time_limit"],
+        progress=False,
+    )
+    return run.summary
+
+
+def sweep(
+    experiment: str,
+    assignments: Sequence[str],
+    *,
+    seeds: int = 1,
+    out: str | Path | None = None,
+    parallel: int | None = None,
+    time_limit: float | None = None,
+    ray_address: str = "",
+) -> list[dict[str, Any]]:
+    """Run the grid as Ray Tune trials, ``parallel`` at a time (default: one per CPU), and
+    return one row per trial: label, seed, status, the final headline metric, wall time."""
+    import ray
+    from ray import tune
+
+    from metarl.rollout.samplers import check_ray_address
+    from metarl.trainer import build_config, resolve_config
+
+    config = resolve_config(build_config(experiment))  # fail now on a bad name
+    grid = parse_grid(assignments)
+    trials = trial_grid(grid, seeds, config.seed)
+    for trial in trials[:: max(seeds, 1)]:  # every configuration resolves
+        resolve_config(build_config(experiment, trial["overrides"]))
+    path = Path(out or runs.default_run_dir(f"{config.name}-sweep")).resolve()
+    runs.check_new_run_dir(path)
+    path.mkdir(parents=True)
+    spec = experiment if not Path(experiment).is_file() else str(Path(experiment).resolve())
+    for trial in trials:
+        trial.update(experiment=spec, path=str(path / trial["dir"]), time_limit=time_limit)
+    runs.write_json(path / SWEEP, {"experiment": config.name, "grid": grid, "trials": trials})
+    check_ray_address(ray_address)
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_worker_niceness", "0")  # see RaySampler
+        ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False)
+    tuner = tune.Tuner(
+        tune.with_resources(lambda params: _run_trial(params["trial"]), {"cpu": 1}),
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=parallel),
+        run_config=tune.RunConfig(storage_path=str(path / ".tune"), name="tune", verbose=0),
+    )
+    results = tuner.fit()
+    rows = []
+    for result in results:
+        trial = result.config["trial"]
+        summary = {} if result.error else result.metrics
+        final = next((v for k, v in summary.items() if k.startswith("final_")), None)
+        rows.append(
+            {
+                "label": trial["label"],
+                "seed": trial["seed"],
+                "status": summary.get("status", f"failed: {result.error}"),
+                "final": final,
+                "wall_time_s": summary.get("wall_time_s"),
+            }
+        )
+    rows.sort(key=lambda r: (r["label"], r["seed"]))
+    runs.write_json(path / "summary.json", {"experiment": config.name, "trials": rows})
+    return rows
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One line per configuration: seeds finished, the final headline metric (mean ± 95% CI
+    across seeds) and the mean wall time."""
+    lines = [f"{'configuration':40s} {'seeds':>5s} {'final (mean ± 95% CI)':>24s} {'wall s':>8s}"]
+    for label, group in itertools.groupby(rows, key=lambda r: r["label"]):
+        done = [r for r in group if r["final"] is not None]
+        if not done:
+            lines.append(f"{label:40s} {0:5d} {'failed':>24s}")
+            continue
+        mean, ci = mean_ci95(np.array([r["final"] for r in done]))
+        wall = np.mean([r["wall_time_s"] for r in done])
+        lines.append(f"{label:40s} {len(done):5d} {f'{mean:.4f} ± {ci:.4f}':>24s} {wall:8.1f}")
+    return "\n".join(lines)
+
+
+def is_sweep(path: str | Path) -> bool:
+    """Whether ``path`` is a sweep folder (it holds ``sweep.json``)."""
+    return (Path(path) / SWEEP).is_file()
+
+
+def aggregate(reports: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per configuration, from (trial, eval report) pairs: the value and the agent's curve,
+    mean and 95% CI across seeds."""
+    out = []
+    ordered = sorted(reports, key=lambda pair: pair[0]["label"])
+    for label, group in itertools.groupby(ordered, key=lambda pair: pair[0]["label"]):
+        group = list(group)
+        curves = np.array([report["curve"]["agent"] for _, report in group])
+        value, ci95 = mean_ci95(np.array([report["value"] for _, report in group]))
+        points = [mean_ci95(column) for column in curves.T]
+        out.append(
+            {
+                "label": label,
+                "overrides": group[0][0]["overrides"],
+                "seeds": [trial["seed"] for trial, _ in group],
+                "value": value,
+                "ci95": ci95,
+                "curve": {
+                    "x": group[0][1]["curve"]["x"],
+                    "mean": [m for m, _ in points],
+                    "ci95": [c for _, c in points],
+                },
+            }
+        )
+    return out
