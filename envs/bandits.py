@@ -22,6 +22,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.tasks import reset_task, reset_tasks
+
 
 def _check_sizes(num_arms: int, horizon: int) -> None:
     if not isinstance(num_arms, (int, np.integer)) or num_arms < 1:
@@ -86,12 +88,7 @@ class BernoulliBanditEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
-        self.task = (
-            self._fixed_task.copy() if self._fixed_task is not None else self.sample_tasks(1)[0]
-        )
+        reset_task(self, seed, options)
         self._t = 0
         return self._obs(), {"task": self.task.copy()}
 
@@ -164,11 +161,7 @@ class BernoulliBanditVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, list):
-            raise ValueError("BernoulliBanditVectorEnv takes one integer seed for all tasks")
-        super().reset(seed=seed)
-        if options and "tasks" in options:
-            self.set_tasks(options["tasks"])
+        reset_tasks(self, seed, options)
         return self._obs.copy(), self._new_trial()
 
     def step(

@@ -44,6 +44,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.tasks import reset_task, reset_tasks
+
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # (row, column) step of up, right, down, left
 
 WALL_RGB = (40, 40, 40)
@@ -446,11 +448,7 @@ class MazeEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
-        fixed = self._fixed_task
-        self.task = fixed.copy() if fixed is not None else self.sample_tasks(1)[0]
+        reset_task(self, seed, options)
         self._trials.load(np.zeros(1, dtype=np.int64), self.task[None])
         return self._trials.observe()[0], {"task": self.task.copy()}
 
@@ -547,11 +545,7 @@ class MazeVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, list):
-            raise ValueError("MazeVectorEnv takes one integer seed for all trials")
-        super().reset(seed=seed)
-        if options and "tasks" in options:
-            self.set_tasks(options["tasks"])
+        reset_tasks(self, seed, options)
         self._ahead = self.tasks[:0]
         self._new_trials(np.arange(self.num_envs))
         return self._trials.observe(), {"task": self.tasks.copy()}

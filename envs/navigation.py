@@ -17,6 +17,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.tasks import reset_task, reset_tasks
+
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1
 
@@ -74,11 +76,7 @@ class Navigation2DEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
-        fixed = self._fixed_task
-        self.task = fixed.copy() if fixed is not None else self.sample_tasks(1)[0]
+        reset_task(self, seed, options)
         self._position = np.zeros(2)
         self._t = 0
         return self._position.astype(np.float32), {"task": self.task.copy()}
@@ -146,11 +144,7 @@ class Navigation2DVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, list):
-            raise ValueError("Navigation2DVectorEnv takes one integer seed for all episodes")
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.set_task(options["task"])
+        reset_tasks(self, seed, options, key="task")
         info = self._new_episodes()
         return self._positions.astype(np.float32), info
 
