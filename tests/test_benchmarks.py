@@ -51,3 +51,51 @@ def test_maml_halfcheetah_vel_beats_pre_adaptation_and_the_pretrained_policy(tmp
     for baseline in ("pre_adaptation", "pretrained_finetuned"):
         margin = report["ci95"] + report["baselines_ci95"][baseline]
         assert report["value"] > report["baselines"][baseline] + margin
+
+
+def test_mann_bandit_reaches_gittins(tmp_path):
+    run = metarl.train("mann-bandit", out=tmp_path / "run", progress=False)
+    report = run.evaluate(episodes=10_000)
+    assert report["value"] >= 0.97 * report["baselines"]["gittins"]
+
+
+def test_mann_omniglot_reaches_80_percent_at_the_2nd_instance_ahead_of_an_lstm(
+    tmp_path, omniglot_data
+):
+    reports = {
+        backbone: metarl.train(
+            "mann-omniglot",
+            out=tmp_path / backbone,
+            time_limit=60,
+            data_dir=omniglot_data,
+            overrides={"model.backbone": backbone, "model.hidden_size": size},
+        ).evaluate()
+        for backbone, size in (("mann", 200), ("lstm", 256))
+    }
+    assert reports["mann"]["value"] >= 0.80
+    assert reports["mann"]["value"] - reports["mann"]["ci95"] > (
+        reports["lstm"]["value"] + reports["lstm"]["ci95"]
+    )
+
+
+def test_snail_maze_reuses_the_first_episode_in_the_second(tmp_path):
+    run = metarl.train("snail-maze", out=tmp_path / "run", time_limit=50, progress=False)
+    report = run.evaluate()
+    first, second = report["curve"]["agent"]
+    assert second <= 0.7 * first
+    assert second <= 1.5 * report["baselines"]["oracle"]
+
+
+def test_maze_env_steps_200k_per_second_at_batch_1000():
+    import numpy as np
+
+    from envs.mazes import MazeVectorEnv
+
+    env = MazeVectorEnv(1000, size=5)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(4, size=(500, 1000))
+    start = time.perf_counter()
+    for step in actions:
+        env.step(step)
+    assert 500 * 1000 / (time.perf_counter() - start) >= 200_000
