@@ -18,6 +18,7 @@ RECIPES = {
     "fewshot-omniglot": "agents.fewshot_omniglot",
     "maml-rl": "agents.maml_rl",
     "online-omniglot": "agents.online_omniglot",
+    "rllib-rl2": "agents.rllib_rl2",
 }
 
 

@@ -1,6 +1,7 @@
 """Task distributions: gymnasium environments with verbs to sample and set tasks."""
 
 import functools
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.vector import SyncVectorEnv, VectorEnv
@@ -29,6 +30,15 @@ def make_task_vector_env(family: str, horizon: int, num_envs: int) -> VectorEnv:
     return SyncVectorEnv([functools.partial(make_task_env, family, horizon)] * num_envs)
 
 
+def __getattr__(name: str) -> Any:
+    # The RLlib environments import torch: loaded on first use, so that ``envs`` stays light.
+    if name in ("RL2Inputs", "register_envs"):
+        from envs import rllib
+
+        return getattr(rllib, name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
+
 __all__ = [
     "CONTINUOUS_FAMILIES",
     "BernoulliBanditEnv",
@@ -38,6 +48,8 @@ __all__ = [
     "MazeVectorEnv",
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
+    "RL2Inputs",
     "make_task_env",
     "make_task_vector_env",
+    "register_envs",
 ]
