@@ -10,7 +10,7 @@ from envs import make_task_vector_env
 from metarl.cli import main
 from metarl.policies import GaussianMLPPolicy
 from metarl.rollout import EpisodeWorker, TaskShard
-from metarl.runs import read_metrics
+from metarl.runs import load_checkpoint, read_metrics
 
 TINY = {
     "env.meta_batch": 4,
@@ -70,7 +70,7 @@ def test_maml_nav2d_iteration_is_the_same_on_the_local_and_ray_backends(tmp_path
         )
         for backend in ("local", "ray")
     }
-    states = [torch.load(r.path / "checkpoint.pt")["agent"]["policy"] for r in runs.values()]
+    states = [load_checkpoint(r.path)["agent"]["policy"] for r in runs.values()]
     for name in states[0]:
         torch.testing.assert_close(states[0][name], states[1][name], rtol=0, atol=0)
     assert runs["local"].summary["final_mean_return"] == runs["ray"].summary["final_mean_return"]
@@ -83,8 +83,8 @@ def test_a_resumed_run_continues_the_uninterrupted_one(tmp_path):
     resumed = metarl.train(
         resume=tmp_path / "part", overrides={"train.iterations": 2}, progress=False
     )
-    a = torch.load(whole.path / "checkpoint.pt")["agent"]["policy"]
-    b = torch.load(resumed.path / "checkpoint.pt")["agent"]["policy"]
+    a = load_checkpoint(whole.path)["agent"]["policy"]
+    b = load_checkpoint(resumed.path)["agent"]["policy"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
 
@@ -169,7 +169,7 @@ def test_every_algorithm_runs_its_inner_steps_and_moves_theta(tmp_path, algorith
     assert row["env_steps"] == (sampled + 1) * 4 * 4 * 20
     torch.manual_seed(0)
     fresh = build_policy(run.config).state_dict()
-    trained = torch.load(run.path / "checkpoint.pt")["agent"]["policy"]
+    trained = load_checkpoint(run.path)["agent"]["policy"]
     assert any(not torch.equal(fresh[k], trained[k]) for k in fresh)
 
 
