@@ -225,8 +225,8 @@ class RLlibRL2Agent:
         return bandit_report(rewards, tasks, cfg.eval.seed)
 
     def state_dict(self) -> dict[str, Any]:
-        """The learner's state (RLModule weights and optimizer) and the iteration count, as
-        numpy arrays and plain containers."""
+        """The learner's state (RLModule weights and optimizer state) and RLlib's iteration
+        count, from ``algo.get_state``; ``torch.save`` pickles it."""
         from ray.rllib.core import COMPONENT_LEARNER_GROUP
         from ray.tune.result import TRAINING_ITERATION
 
