@@ -24,8 +24,13 @@ def free_port() -> int:
 
 def ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """``ray start ... --block``: stopping this process stops the node it started."""
+    ports = [  # not Ray's defaults, which another Ray on this machine may hold
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
     return subprocess.Popen(
-        [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
+        [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *ports, *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -65,17 +70,18 @@ def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
         nodes.append(ray_node([f"--address={address}"], env))
         wait_for_nodes(address, 2, env)
         out = tmp_path / "run"
-        job = subprocess.run(
+        command = (
             [RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}"]
             + ["--working-dir", str(ROOT), "--", "metarl", "train", "snail-bandit"]
             + ["--backend", "ray", "--ray-address", "auto", "--workers", "2"]
             + ["--set", "train.iterations=2", "--set", "trials_per_iteration=64"]
-            + ["--out", str(out)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
+            + ["--out", str(out)]
         )
+        for _ in range(20):  # the job agent starts a little after the nodes: Ray says retry
+            job = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            if "No available agent to submit job" not in job.stderr:
+                break
+            time.sleep(3)
         assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout + job.stderr
         summary = json.loads((out / "summary.json").read_text())
