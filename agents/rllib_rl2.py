@@ -11,7 +11,6 @@ reports it beside the same baselines (Gittins, UCB1, Thompson sampling, ...).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,9 @@ from agents.rl2_bandit import BanditConfig
 from envs.bandits import sample_tasks
 from envs.rllib import BANDIT, register_envs
 from metarl.config import TrainConfig, require
-from metarl.errors import UsageError
 from metarl.learners.rl2 import PPOConfig as MetarlPPOConfig
 from metarl.policies import rl2_inputs
+from metarl.rollout.samplers import init_ray
 
 
 @dataclasses.dataclass
@@ -122,18 +121,6 @@ class Config:
         )
 
 
-def _init_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # Ray starts workers at niceness 15; an env runner does the main work (see RaySampler)
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as err:
-            raise UsageError(f"cannot start Ray: {str(err).splitlines()[0]}") from None
-
-
 def ppo_config(config: Config) -> Any:
     """The ``ray.rllib.algorithms.ppo.PPOConfig`` of an experiment."""
     from ray.rllib.algorithms.ppo import PPOConfig as RLlibPPOConfig
@@ -184,7 +171,7 @@ class RLlibRL2Agent:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        _init_ray()
+        init_ray()
         register_envs()
         self.algo = ppo_config(config).build_algo()
 

@@ -8,7 +8,6 @@ trial and aggregate the adaptation curves by configuration (mean and 95% CI acro
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,16 +80,15 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run the grid as Ray Tune trials, ``parallel`` at a time (default: one per CPU), and
     return one row per trial: label, seed, status, the final headline metric, wall time."""
-    import ray
     from ray import tune
 
-    from metarl.rollout.samplers import check_ray_address
+    from metarl.rollout.samplers import init_ray
     from metarl.trainer import build_config, resolve_config
 
     config = resolve_config(build_config(experiment))  # fail now on a bad name
     grid = parse_grid(assignments)
     trials = trial_grid(grid, seeds, config.seed)
-    for trial in trials[:: max(seeds, 1)]:  # every configuration resolves
+    for trial in trials[::seeds]:  # every configuration resolves
         resolve_config(build_config(experiment, trial["overrides"]))
     path = Path(out or runs.default_run_dir(f"{config.name}-sweep")).resolve()
     runs.check_new_run_dir(path)
@@ -99,10 +97,7 @@ def sweep(
     for trial in trials:
         trial.update(experiment=spec, path=str(path / trial["dir"]), time_limit=time_limit)
     runs.write_json(path / SWEEP, {"experiment": config.name, "grid": grid, "trials": trials})
-    check_ray_address(ray_address)
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_worker_niceness", "0")  # see RaySampler
-        ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False)
+    init_ray(ray_address)
     tuner = tune.Tuner(
         tune.with_resources(lambda params: _run_trial(params["trial"]), {"cpu": 1}),
         param_space={"trial": tune.grid_search(trials)},
