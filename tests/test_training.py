@@ -32,6 +32,12 @@ def test_ppo_improves_the_return_on_a_small_bandit(tmp_path):
     assert np.mean(returns[-5:]) > np.mean(returns[:3]) + 0.5
 
 
+def curve(path) -> list[dict[str, float]]:
+    """A run's metrics without its timings, which differ from run to run."""
+    drop = ("wall_time", "steps_per_s")
+    return [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(path)]
+
+
 def test_resume_continues_the_same_curve(tmp_path):
     overrides = {**SMALL, "train.iterations": 6}
     whole = metarl.train("lstm-bandit", out=tmp_path / "whole", progress=False, overrides=overrides)
@@ -44,10 +50,7 @@ def test_resume_continues_the_same_curve(tmp_path):
     assert runs.load_checkpoint(half.path)["iteration"] == 3
     resumed = metarl.train(resume=half.path, progress=False, overrides={"train.iterations": 6})
     assert resumed.summary["iterations"] == 6
-    drop = ("wall_time", "steps_per_s")
-    a = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(whole.path)]
-    b = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(resumed.path)]
-    assert a == b
+    assert curve(whole.path) == curve(resumed.path)
 
 
 def test_run_folder_and_eval_report(tmp_path):
@@ -126,10 +129,7 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(tmp_path):
         overrides=["trials_per_iteration=64", "train.iterations=40"],
     )
     assert resumed.summary["iterations"] == 40
-    drop = ("wall_time", "steps_per_s")
-    a = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(whole.path)]
-    b = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(resumed.path)]
-    assert a == b
+    assert curve(whole.path) == curve(resumed.path)
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
