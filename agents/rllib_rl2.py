@@ -146,7 +146,11 @@ def ppo_config(config: Config) -> Any:
             train_batch_size_per_learner=ppo.train_batch_size,
             minibatch_size=ppo.train_batch_size // ppo.minibatches,
             entropy_coeff=ppo.entropy_coef,
-            vf_loss_coeff=ppo.value_coef,
+            # metarl's PPO weighs 0.5 * squared error by value_coef and never clips it; RLlib
+            # weighs the squared error and, by default, clips it at 10, which at bandit
+            # returns of 5 to 100 stops the value function from learning.
+            vf_loss_coeff=0.5 * ppo.value_coef,
+            vf_clip_param=float("inf"),
             grad_clip=ppo.max_grad_norm,
             grad_clip_by="global_norm",
             use_kl_loss=False,

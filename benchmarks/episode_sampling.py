@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="maml-halfcheetah-vel")
     parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     for backend, workers in (("local", 1), ("ray", 1), ("ray", 2)):
         rate = steps_per_second(args.experiment, backend, workers, args.tasks, args.repeats)

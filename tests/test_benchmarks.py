@@ -1,12 +1,24 @@
 """The README's benchmark targets as tests; long, so only run with ``pytest -m benchmark``."""
 
+import importlib.util
 import time
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import metarl
 
 pytestmark = pytest.mark.benchmark
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` (not a package) as a module."""
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_snail_bandit_default_config_reaches_gittins_within_15_minutes(tmp_path):
@@ -99,3 +111,12 @@ def test_maze_env_steps_200k_per_second_at_batch_1000():
     for step in actions:
         env.step(step)
     assert 500 * 1000 / (time.perf_counter() - start) >= 200_000
+
+
+def test_ray_at_one_worker_samples_within_10_percent_of_the_local_backend():
+    sampling = benchmark_script("episode_sampling")
+    local, ray = (
+        sampling.steps_per_second("maml-halfcheetah-vel", backend, 1, tasks=8, repeats=4)
+        for backend in ("local", "ray")
+    )
+    assert ray >= 0.9 * local, f"Ray {ray:,.0f} vs local {local:,.0f} env steps/s"
