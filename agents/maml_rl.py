@@ -23,6 +23,7 @@ from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import SamplerConfig, TrainConfig, require
 from metarl.errors import UsageError
+from metarl.eval.stats import mean_ci95
 from metarl.learners.maml import Params
 from metarl.learners.meta_pg import (
     ALGORITHMS,
@@ -154,13 +155,6 @@ def build_policy(config: Config) -> GaussianMLPPolicy:
     action_size = int(np.prod(env.action_space.shape))
     env.close()
     return GaussianMLPPolicy(obs_size, action_size, config.policy.hidden, config.policy.init_std)
-
-
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% confidence half-width (normal approximation) of per-task values."""
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 class MetaPGAgent:
@@ -299,12 +293,12 @@ class MetaPGAgent:
                 seed=cfg.eval.seed,
             )
         k = min(cfg.learner.inner_steps, steps)
-        value, ci95 = mean_ci(curves["agent"][:, k])
+        value, ci95 = mean_ci95(curves["agent"][:, k])
         measured = [("pre_adaptation", curves["agent"][:, 0])]
         measured += [(name, c[:, k]) for name, c in curves.items() if name != "agent"]
         baselines, baselines_ci = {}, {}
         for name, values in measured:
-            baselines[name], baselines_ci[name] = mean_ci(values)
+            baselines[name], baselines_ci[name] = mean_ci95(values)
         return {
             "metric": "return",
             "higher_is_better": True,
