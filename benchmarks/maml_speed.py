@@ -30,7 +30,7 @@ requests, scipy and tqdm.
 
 Run (from the repository root):
 
-    python benchmarks/maml_speed.py --l2l-python /work/l2l-venv/bin/python
+    python benchmarks/maml_speed.py --l2l-python L2L_ENV/bin/python  # L2L_ENV: learn2learn's venv
     python benchmarks/maml_speed.py --threads 1 --queries 1 --repeats 1  # ours only
 """
 

@@ -80,7 +80,8 @@ class RecurrentActorCritic(nn.Module):
 
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian policy for continuous actions: an MLP gives the mean, a learned
-    state-independent log standard deviation gives the spread (Finn et al. 2017's policy).
+    state-independent log standard deviation gives the spread (Finn et al. 2017's policy,
+    with tanh where their text names ReLU).
 
     Args:
         obs_size: width of an observation.

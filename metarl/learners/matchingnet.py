@@ -31,8 +31,10 @@ class MatchingNet(EpisodicClassifier):
         fce: use full context embeddings; otherwise f = g = encoder.
         fce_steps: processing steps K of the attention LSTM f.
         cosine_scale: multiplies the cosine similarities before the softmax. The paper's
-            1 caps the attention's sharpness: with ReLU embeddings, cosines lie in [0, 1], so
-            no support image can take more than e / (e + S - 1) of the attention.
+            1 caps the attention's sharpness: with FCE, whose LSTM outputs can be negative,
+            cosines lie in [-1, 1] and no support image can take more than
+            e^2 / (e^2 + S - 1) of the attention; without FCE, ReLU embeddings (Conv4's)
+            keep cosines in [0, 1] and the cap is e / (e + S - 1).
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""RL²'s outer loop (Duan et al. 2016): a memory policy meta-trained by PPO on whole trials.
+"""RL²'s outer loop (Duan et al. 2016): a memory policy meta-trained by PPO on whole trials
+(Duan et al. used TRPO).
 
 The learner sees whole trials as sequences; the policy's memory spans the trial, so the
 advantage of an early exploratory action includes the reward it makes possible later on.
