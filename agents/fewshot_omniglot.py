@@ -437,3 +437,12 @@ class FewShotAgent(TrainedClassifier):
 
 def build(config: Config) -> FewShotAgent:
     return FewShotAgent(config)
+
+
+def load_classifier(config: Config, state: dict[str, Any]) -> EpisodicClassifier:
+    """The trained classifier of a checkpoint's agent ``state`` (for ``metarl.classify``)."""
+    weights = state["model"]
+    classes = weights["classifier.weight"].shape[0] if "classifier.weight" in weights else 0
+    model = config.learner.build(config.data.image_size, classes)
+    model.load_state_dict(weights)
+    return model

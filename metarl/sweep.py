@@ -18,8 +18,7 @@ import yaml
 from metarl import runs
 from metarl.errors import UsageError
 from metarl.eval.stats import mean_ci95
-
-SWEEP = "sweep.json"
+from metarl.eval.sweeps import SWEEP
 
 
 def parse_grid(assignments: Sequence[str]) -> dict[str, list[Any]]:
@@ -82,8 +81,8 @@ def sweep(
     return one row per trial: label, seed, status, the final headline metric, wall time."""
     from ray import tune
 
+    from metarl.experiment import build_config, resolve_config
     from metarl.rollout.samplers import init_ray
-    from metarl.trainer import build_config, resolve_config
 
     config = resolve_config(build_config(experiment))  # fail now on a bad name
     grid = parse_grid(assignments)
@@ -137,35 +136,3 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         wall = np.mean([r["wall_time_s"] for r in done])
         lines.append(f"{label:40s} {len(done):5d} {f'{mean:.4f} ± {ci:.4f}':>24s} {wall:8.1f}")
     return "\n".join(lines)
-
-
-def is_sweep(path: str | Path) -> bool:
-    """Whether ``path`` is a sweep folder (it holds ``sweep.json``)."""
-    return (Path(path) / SWEEP).is_file()
-
-
-def aggregate(reports: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per configuration, from (trial, eval report) pairs: the value and the agent's curve,
-    mean and 95% CI across seeds."""
-    out = []
-    ordered = sorted(reports, key=lambda pair: pair[0]["label"])
-    for label, group in itertools.groupby(ordered, key=lambda pair: pair[0]["label"]):
-        group = list(group)
-        curves = np.array([report["curve"]["agent"] for _, report in group])
-        value, ci95 = mean_ci95(np.array([report["value"] for _, report in group]))
-        points = [mean_ci95(column) for column in curves.T]
-        out.append(
-            {
-                "label": label,
-                "overrides": group[0][0]["overrides"],
-                "seeds": [trial["seed"] for trial, _ in group],
-                "value": value,
-                "ci95": ci95,
-                "curve": {
-                    "x": group[0][1]["curve"]["x"],
-                    "mean": [m for m, _ in points],
-                    "ci95": [c for _, c in points],
-                },
-            }
-        )
-    return out

@@ -11,7 +11,9 @@ from metarl.allocator import keep_freed_memory
 from metarl.config import set_key
 from metarl.errors import UsageError
 from metarl.eval.plots import plot_report, plot_sweep
-from metarl.sweep import SWEEP, aggregate, is_sweep
+from metarl.eval.sweeps import SWEEP, aggregate, is_sweep
+from metarl.experiment import apply_fewshot_options, resolve_config, thread_policy
+from metarl.registry import get_recipe
 
 
 def evaluate_run(
@@ -37,9 +39,6 @@ def evaluate_run(
         the ``eval.json`` dictionary (schema in DESIGN.md). Few-shot runs also keep a copy
         per setting, ``eval-5w1s.json`` and the like, so the four settings sit side by side.
     """
-    from agents import get_recipe
-    from metarl.trainer import apply_fewshot_options, resolve_config
-
     keep_freed_memory()
     path = Path(path)
     if is_sweep(path):
@@ -56,18 +55,22 @@ def evaluate_run(
     episodes = episodes if episodes is not None else config.eval.episodes
     if episodes < 2:
         raise UsageError(f"--episodes must be at least 2, got {episodes}")
+    lock = runs.RunLock(path)
+    lock.check()
     checkpoint = runs.load_checkpoint(path)
-    agent = get_recipe(config.agent).build(config)
-    try:
-        agent.load_state_dict(checkpoint["agent"])
-        report = {"experiment": config.name, **agent.evaluate(episodes)}
-    finally:
-        agent.close()
+    with thread_policy(config):
+        agent = get_recipe(config.agent).build(config)
+        try:
+            agent.load_state_dict(checkpoint["agent"])
+            report = {"experiment": config.name, **agent.evaluate(episodes)}
+        finally:
+            agent.close()
     report["trained_iterations"] = checkpoint["iteration"]
-    runs.write_json(path / "eval.json", report)
-    if "shots" in report:
-        runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
-    plot_report(report, path)
+    with lock:
+        runs.write_json(path / "eval.json", report)
+        if "shots" in report:
+            runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
+        plot_report(report, path)
     return report
 
 

@@ -20,7 +20,9 @@ from torch import Tensor
 
 from metarl import runs
 from metarl.errors import UsageError
+from metarl.experiment import resolve_config
 from metarl.learners.episodic import EpisodicClassifier
+from metarl.registry import get_recipe
 
 ImageInput = str | Path | np.ndarray
 
@@ -91,17 +93,12 @@ class FewShotClassifier:
     @classmethod
     def load(cls, run_dir: str | Path) -> FewShotClassifier:
         """The classifier of the last checkpoint of a few-shot run."""
-        from agents.fewshot_omniglot import build_model
-        from metarl.trainer import resolve_config
-
         path = Path(run_dir)
         config = resolve_config(runs.read_run_config(path))
-        if not hasattr(config, "learner"):
+        load = getattr(get_recipe(config.agent), "load_classifier", None)
+        if load is None:
             raise UsageError(f"{path} is a '{config.agent}' run, not a few-shot classifier")
-        state = runs.load_checkpoint(path)["agent"]["model"]
-        classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
-        model = build_model(config.learner, config.data.image_size, classes)
-        model.load_state_dict(state)
+        model = load(config, runs.load_checkpoint(path)["agent"])
         return cls(model, config.data.image_size)
 
     @torch.no_grad()
