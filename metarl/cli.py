@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"metarl: run failed: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as err:
-        print(f"metarl: interrupted ({err or 'checkpoint written'})", file=sys.stderr)
+    except KeyboardInterrupt as err:  # the trainer says what was saved; elsewhere nothing was
+        print(f"metarl: interrupted: {err or 'nothing was saved'}", file=sys.stderr)
         return 130
     return 0
 

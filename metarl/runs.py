@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from metarl.errors import UsageError
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = "run.lock"
 PREVIOUS_CHECKPOINT = "checkpoint-previous.pt"
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
@@ -112,11 +114,104 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
-    """The resolved config a run was trained with."""
+    """The resolved config a run was trained with; one-line UsageError when unreadable."""
     file = path / CONFIG
     if not file.is_file():
         raise UsageError(f"{path} is not a run folder (no {CONFIG})")
-    return yaml.safe_load(file.read_text())
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"{file} is unreadable ({yaml_problem(err)})") from None
+    if not isinstance(data, dict) or "agent" not in data or "name" not in data:
+        raise UsageError(f"{file} is not a metarl run config (no 'name' and 'agent' keys)")
+    return data
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML spreads it over several)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{problem}{where}"
+
+
+class RunLock:
+    """The run folder's one writer: ``run.lock`` holds the writer's PID and host.
+
+    A second writer is refused with a UsageError naming the holder. A lock left by a process
+    that no longer exists on this host is taken over, with a warning; one from another host
+    cannot be checked, so it is refused with the file to delete should that host be gone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = path / LOCK
+        self.owner = f"{os.getpid()} {socket.gethostname()}"
+        self.held = False
+
+    def check(self) -> None:
+        """Raise UsageError if another live process holds the folder (takes nothing)."""
+        holder = self._holder()
+        if holder is not None and self._alive(*holder):
+            pid, host = holder
+            raise UsageError(
+                f"{self.file.parent} is in use by process {pid} on {host} "
+                f"(one writer per run folder; if that process is gone, delete {self.file})"
+            )
+
+    def acquire(self) -> None:
+        """Take the lock (the folder must exist), or raise UsageError as :meth:`check`."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self.check()
+                pid, host = self._holder() or (0, "")
+                warnings.warn(
+                    f"taking over {self.file} from process {pid} on {host}, which has ended",
+                    stacklevel=2,
+                )
+                self.file.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.owner + "\n")
+            self.held = True
+            return
+        self.check()  # lost a race for a stale lock to another live process
+
+    def release(self) -> None:
+        if self.held:
+            self.file.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _holder(self) -> tuple[int, str] | None:
+        try:
+            pid, host = self.file.read_text().split(maxsplit=1)
+            return int(pid), host.strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # a damaged lock: nobody can be holding it properly
+            return 0, "?"
+
+    @staticmethod
+    def _alive(pid: int, host: str) -> bool:
+        if host != socket.gethostname():
+            return host != "?"
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by another user
+            return True
+        return True
 
 
 class MetricsLog:

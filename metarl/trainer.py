@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,11 +22,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents import get_recipe
 from metarl import runs
-from metarl.allocator import keep_freed_memory
-from metarl.config import from_dict, read_raw, set_key, to_dict
+from metarl.config import to_dict
 from metarl.errors import RunFailed, UsageError, WorkersLost
+from metarl.experiment import (
+    apply_fewshot_options,
+    build_config,
+    check_resume,
+    resolve_config,
+    thread_policy,
+)
+from metarl.registry import get_recipe
 
 
 class Agent(Protocol):
@@ -74,56 +82,6 @@ class Run:
         return evaluate_run(self.path, episodes)
 
 
-def resolve_config(raw: dict[str, Any]) -> Any:
-    """Validate a raw config dict into the typed config of its agent's recipe."""
-    return from_dict(get_recipe(str(raw.get("agent"))).Config, raw)
-
-
-def apply_fewshot_options(
-    raw: dict[str, Any],
-    *,
-    ways: int | None = None,
-    shots: int | None = None,
-    data_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """``raw`` with the few-shot command-line options applied to its ``eval`` and ``data``
-    sections; UsageError if they are given for an experiment that has no dataset."""
-    given = {"--ways": ways, "--shots": shots, "--data-dir": data_dir}
-    if all(v is None for v in given.values()):
-        return raw
-    if "data" not in raw:
-        options = ", ".join(k for k, v in given.items() if v is not None)
-        raise UsageError(f"{options}: only few-shot experiments take these options")
-    raw = {**raw, "eval": dict(raw.get("eval") or {}), "data": dict(raw["data"] or {})}
-    for key, value in (("ways", ways), ("shots", shots)):
-        if value is not None:
-            raw["eval"][key] = value
-    if data_dir is not None:
-        raw["data"]["dir"] = str(data_dir)
-    return raw
-
-
-def build_config(
-    experiment: str | None,
-    overrides: Mapping[str, Any] | Sequence[str] = (),
-    resume: str | Path | None = None,
-) -> dict[str, Any]:
-    """The raw config of a new run (by name or path) or of the run being resumed, with
-    ``--set`` style overrides applied."""
-    if resume is not None:
-        raw = runs.read_run_config(Path(resume))
-        if experiment and not experiment.endswith((".yaml", ".yml")) and experiment != raw["name"]:
-            raise UsageError(f"--resume {resume} holds a '{raw['name']}' run, not '{experiment}'")
-    elif experiment:
-        raw = read_raw(experiment)
-    else:
-        raise UsageError("name an experiment (see 'metarl list') or --resume a run folder")
-    items = overrides.items() if isinstance(overrides, Mapping) else None
-    for assignment in [f"{k}={v}" for k, v in items] if items is not None else overrides:
-        set_key(raw, assignment)
-    return raw
-
-
 def train(
     experiment: str | None = None,
     *,
@@ -155,6 +113,12 @@ def train(
         >>> run = metarl.train("snail-bandit", time_limit=5)  # doctest: +SKIP
         >>> run.evaluate()["value"]  # doctest: +SKIP
     """
+    if resume is not None and out is not None:
+        raise UsageError("--out cannot be given with --resume: a run continues in its own folder")
+    if resume is not None and seed is not None:
+        raise UsageError(
+            "--seed cannot change on --resume: the checkpoint was trained with its own"
+        )
     raw = build_config(experiment, overrides, resume)
     if seed is not None:
         raw["seed"] = seed
@@ -165,20 +129,65 @@ def train(
         raw.setdefault("train", {})["time_limit_minutes"] = time_limit
     raw = apply_fewshot_options(raw, data_dir=data_dir)
     config = resolve_config(raw)
-    checkpoint = runs.load_checkpoint(Path(resume)) if resume is not None else None
-    path = Path(resume) if resume is not None else Path(out or runs.default_run_dir(config.name))
+    _check_sampler(config, workers_given=workers is not None)
     if resume is None:
+        path = Path(out or runs.default_run_dir(config.name))
         runs.check_new_run_dir(path)
-    keep_freed_memory()
-    threads = torch.get_num_threads()
-    if config.train.threads:  # for this run only: a notebook keeps its own setting
-        torch.set_num_threads(config.train.threads)
-    agent = get_recipe(config.agent).build(config)
-    try:
-        return _loop(agent, config, path, checkpoint, progress)
-    finally:
-        agent.close()
-        torch.set_num_threads(threads)
+        checkpoint = None
+    else:
+        path = Path(resume)
+        runs.RunLock(path).check()
+        checkpoint = runs.load_checkpoint(path)
+        check_resume(checkpoint["config"], to_dict(config))
+        _check_iterations_left(path, checkpoint["iteration"], config.train.iterations)
+    with thread_policy(config):
+        agent = get_recipe(config.agent).build(config)
+        try:
+            if checkpoint is not None:
+                agent.load_state_dict(checkpoint["agent"])
+            created = not path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                lock = runs.RunLock(path)
+                lock.acquire()
+            except UsageError:
+                if created:
+                    path.rmdir()
+                raise
+            try:
+                return _loop(agent, config, path, checkpoint, progress)
+            finally:
+                lock.release()
+        finally:
+            agent.close()
+
+
+def _check_sampler(config: Any, workers_given: bool) -> None:
+    """Refuse sampler settings that would be silently ignored or oversubscribe this machine."""
+    sampler = getattr(config, "sampler", None)
+    if sampler is None:
+        return
+    if sampler.backend == "local" and workers_given:
+        raise UsageError(
+            "--workers applies to Ray rollout workers; add --backend ray "
+            "(the local backend samples in this process)"
+        )
+    cpus = os.cpu_count() or 1
+    if sampler.backend == "ray" and not sampler.ray_address and sampler.workers > cpus:
+        raise UsageError(
+            f"{sampler.workers} Ray workers on this machine's {cpus} CPUs; use at most {cpus}, "
+            "or give --ray-address to run them on a cluster"
+        )
+
+
+def _check_iterations_left(path: Path, done: int, iterations: int) -> None:
+    """A resumed run must have iterations left to train."""
+    if done >= iterations:
+        state = "finished its" if done == iterations else f"done {done} iterations, beyond"
+        raise UsageError(
+            f"{path} has {state} train.iterations={iterations}; to train further: "
+            f"metarl train --resume {path} --set train.iterations={max(2 * done, done + 1)}"
+        )
 
 
 def _loop(
@@ -186,11 +195,9 @@ def _loop(
 ) -> Run:
     from torch.utils.tensorboard import SummaryWriter
 
-    path.mkdir(parents=True, exist_ok=True)
     runs.write_yaml(path / runs.CONFIG, to_dict(config))
     start, env_steps, elapsed = 0, 0, 0.0
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
         start, env_steps = checkpoint["iteration"], checkpoint["env_steps"]
         elapsed = checkpoint["elapsed"]
         if "rng" in checkpoint:
@@ -202,8 +209,17 @@ def _loop(
     began = time.monotonic()
     last_save = began
     iteration, status, last = start, "finished", {}
+    saved = start if checkpoint is not None else None  # the iteration checkpoint.pt holds
+    unit = getattr(agent, "step_unit", "env_steps")
+    if checkpoint is not None and (path / "eval.json").is_file():
+        warnings.warn(
+            f"{path / 'eval.json'} and eval.png describe an earlier checkpoint; "
+            f"run 'metarl eval {path}' again once this training ends",
+            stacklevel=2,
+        )
 
     def save() -> None:
+        nonlocal saved
         runs.save_checkpoint(
             path,
             {
@@ -215,6 +231,7 @@ def _loop(
                 "rng": _rng_states(),
             },
         )
+        saved = iteration
 
     stop = _StopRequest()
     previous = (  # signal handlers live in the main thread (a Tune trial runs in another)
@@ -237,14 +254,14 @@ def _loop(
             last = agent.train_iteration(iteration)
             if not math.isfinite(last.get("loss", 0.0)):
                 raise FloatingPointError(f"the training loss is {last['loss']}")
-            env_steps += int(last["env_steps"])
+            env_steps += int(last[unit])
             iteration += 1
             now = time.monotonic()
             row = {
                 "iteration": iteration - 1,
-                "total_env_steps": env_steps,
+                f"total_{unit}": env_steps,
                 "wall_time": round(elapsed + now - began, 3),
-                "steps_per_s": round(last["env_steps"] / max(now - tick, 1e-9), 1),
+                f"{unit}_per_s": round(last[unit] / max(now - tick, 1e-9), 1),
                 **last,
             }
             metrics.append(row)
@@ -252,7 +269,7 @@ def _loop(
                 writer.add_scalar(key, value, iteration - 1)
             postfix = {
                 agent.headline: f"{last[agent.headline]:.3f}",
-                "steps/s": f"{row['steps_per_s']:.0f}",
+                f"{unit.replace('env_', '')}/s": f"{row[f'{unit}_per_s']:.0f}",
             }
             if limit:
                 postfix["left"] = f"{max(0.0, limit - (now - began)) / 60:.1f}min"
@@ -268,8 +285,8 @@ def _loop(
                 status = "interrupted"
                 break
     except KeyboardInterrupt:  # a second signal: the iteration in progress is abandoned,
-        raise KeyboardInterrupt(  # half-updated, so the last periodic checkpoint stays
-            f"interrupted twice: {path / runs.CHECKPOINT} holds the last periodic checkpoint"
+        raise KeyboardInterrupt(  # half-updated, so the last checkpoint stays as it was
+            f"interrupted twice, iteration {iteration} abandoned; {_saved_state(path, saved)}"
         ) from None
     except WorkersLost as err:  # the iteration never reached the update: state is whole
         save()
@@ -279,8 +296,7 @@ def _loop(
         ) from None
     except FloatingPointError as err:  # no checkpoint of the diverged state
         raise RunFailed(
-            f"iteration {iteration} diverged ({err}); {path / runs.CHECKPOINT} holds the last "
-            "good state"
+            f"iteration {iteration} diverged ({err}); {_saved_state(path, saved)}"
         ) from None
     finally:
         for sig, handler in previous.items():
@@ -292,14 +308,24 @@ def _loop(
         "experiment": config.name,
         "status": status,
         "iterations": iteration,
-        "env_steps": env_steps,
+        unit: env_steps,
         "wall_time_s": round(elapsed + time.monotonic() - began, 1),
         f"final_{agent.headline}": last.get(agent.headline),
     }
     runs.write_json(path / runs.SUMMARY, summary)
     if status == "interrupted":
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(f"stopped after iteration {iteration}; {_saved_state(path, saved)}")
     return Run(path=path, config=config, summary=summary)
+
+
+def _saved_state(path: Path, saved: int | None) -> str:
+    """What the run folder holds to continue from, in words, with the command to do so."""
+    if saved is None:
+        return f"nothing was saved ({path} holds no checkpoint yet)"
+    return (
+        f"{path / runs.CHECKPOINT} holds iteration {saved}; continue with: "
+        f"metarl train --resume {path}"
+    )
 
 
 def _rng_states() -> dict[str, Any]:
