@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
-from metarl.config import SamplerConfig, TrainConfig, require
+from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
 from metarl.eval.stats import mean_ci95
 from metarl.learners.maml import Params
@@ -57,8 +57,7 @@ class TaskConfig:
             self.family,
             " or ".join(CONTINUOUS_FAMILIES),
         )
-        for key in ("horizon", "meta_batch", "episodes_per_task"):
-            require(getattr(self, key) >= 1, f"env.{key}", getattr(self, key), "an integer >= 1")
+        require_positive_ints(self, "env", ("horizon", "meta_batch", "episodes_per_task"))
 
 
 @dataclasses.dataclass
@@ -96,7 +95,7 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         require(self.algorithm in ALGORITHMS, "learner.algorithm", self.algorithm, str(ALGORITHMS))
         require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
-        require(self.inner_steps >= 1, "learner.inner_steps", self.inner_steps, "an integer >= 1")
+        require_positive_ints(self, "learner", ("inner_steps",))
         require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
         require(0 < self.gamma <= 1, "learner.gamma", self.gamma, "a number in (0, 1]")
         require(0 <= self.gae_lambda <= 1, "learner.gae_lambda", self.gae_lambda, "in [0, 1]")

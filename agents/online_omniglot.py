@@ -85,7 +85,7 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        require(self.channels >= 1, "channels", self.channels, "an integer >= 1")
+        require_positive_ints(self, "", ("channels",))
         require(
             self.eval.ways <= self.episodes.ways,
             "eval.ways",

@@ -17,7 +17,7 @@ import numpy as np
 
 from agents.rl2_agent import RL2Agent, RL2Config
 from envs.bandits import BernoulliBanditVectorEnv, sample_tasks
-from metarl.config import require
+from metarl.config import require_positive_ints
 
 
 @dataclasses.dataclass
@@ -30,8 +30,7 @@ class BanditConfig:
     horizon: int = 10
 
     def __post_init__(self) -> None:
-        require(self.num_arms >= 1, "env.num_arms", self.num_arms, "an integer >= 1")
-        require(self.horizon >= 1, "env.horizon", self.horizon, "an integer >= 1")
+        require_positive_ints(self, "env", ("num_arms", "horizon"))
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from agents.rl2_agent import EvalConfig
 from agents.rl2_bandit import BanditConfig
 from envs.bandits import sample_tasks
 from envs.rllib import BANDIT, register_envs
-from metarl.config import TrainConfig, require
+from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.learners.rl2 import PPOConfig as MetarlPPOConfig
 from metarl.policies import rl2_inputs
 from metarl.rollout.samplers import init_ray
@@ -39,7 +39,7 @@ class LSTMConfig:
     tokenizer_hiddens: list[int] = dataclasses.field(default_factory=lambda: [64])
 
     def __post_init__(self) -> None:
-        require(self.lstm_cell_size >= 1, "model.lstm_cell_size", self.lstm_cell_size, ">= 1")
+        require_positive_ints(self, "model", ("lstm_cell_size",))
         require(
             len(self.tokenizer_hiddens) >= 1 and min(self.tokenizer_hiddens) >= 1,
             "model.tokenizer_hiddens",
@@ -90,7 +90,7 @@ class RLlibConfig:
 
     def __post_init__(self) -> None:
         require(self.env_runners >= 0, "rllib.env_runners", self.env_runners, "an integer >= 0")
-        require(self.envs_per_runner >= 1, "rllib.envs_per_runner", self.envs_per_runner, ">= 1")
+        require_positive_ints(self, "rllib", ("envs_per_runner",))
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import types
 import typing
 from importlib import resources
@@ -41,7 +42,7 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        require(self.iterations >= 1, "train.iterations", self.iterations, "an integer >= 1")
+        require_positive_ints(self, "train", ("iterations",))
         require(
             self.checkpoint_minutes > 0,
             "train.checkpoint_minutes",
@@ -81,8 +82,7 @@ class SamplerConfig:
         require(
             self.backend in ("local", "ray"), "sampler.backend", self.backend, "'local' or 'ray'"
         )
-        require(self.workers >= 1, "sampler.workers", self.workers, "an integer >= 1")
-        require(self.shards >= 1, "sampler.shards", self.shards, "an integer >= 1")
+        require_positive_ints(self, "sampler", ("workers", "shards"))
         require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
 
 
@@ -92,11 +92,27 @@ def require(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"config key '{key}': got {value!r}, expected {expected}")
 
 
+def is_positive_int(value: object) -> bool:
+    """Whether ``value`` is an integer >= 1, Python's or NumPy's (a bool is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def require_positive(owner: str, name: str, value: object) -> int:
+    """``value`` as an int, or ValueError ``"{owner}: {name} must be a positive integer, got
+    {value!r}"``: the check of a count given to a constructor or function. The one copy for
+    the whole library; configuration keys use :func:`require_positive_ints` instead."""
+    if not is_positive_int(value):
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def require_positive_ints(section: Any, prefix: str, keys: tuple[str, ...]) -> None:
-    """:func:`require` that each named field of a config section is an integer >= 1."""
+    """:func:`require` that each named field of a config section is an integer >= 1
+    (``prefix`` is the section's key, empty for the top level)."""
     for key in keys:
         value = getattr(section, key)
-        require(value >= 1, f"{prefix}.{key}", value, "an integer >= 1")
+        dotted = f"{prefix}.{key}" if prefix else key
+        require(is_positive_int(value), dotted, value, "an integer >= 1")
 
 
 def _closest(key: str, valid: list[str], prefix: str = "") -> str:

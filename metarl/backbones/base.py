@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import numbers
 from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-
-def require_positive(owner: str, name: str, value: object) -> None:
-    """Raise ValueError unless ``value`` is a positive integer (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+from metarl.config import require_positive
 
 
 def input_projection(owner: str, input_size: int, projection_size: int | None) -> nn.Module:

@@ -13,7 +13,7 @@ import numbers
 
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 
 
 def conv_block(in_channels: int, out_channels: int, padding: int, pool: bool) -> nn.Sequential:

@@ -8,12 +8,8 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from metarl.backbones.base import (
-    BackboneState,
-    SequenceBackbone,
-    input_projection,
-    require_positive,
-)
+from metarl.backbones.base import BackboneState, SequenceBackbone, input_projection
+from metarl.config import require_positive
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import BackboneState, SequenceBackbone, require_positive
+from metarl.backbones.base import BackboneState, SequenceBackbone
+from metarl.config import require_positive
 
 CONTROLLERS = ("lstm", "mlp")
 INITIAL_STRENGTH = 9.0  # softplus(9) + 1 ≈ 10

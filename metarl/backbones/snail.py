@@ -21,12 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import (
-    BackboneState,
-    SequenceBackbone,
-    input_projection,
-    require_positive,
-)
+from metarl.backbones.base import BackboneState, SequenceBackbone, input_projection
+from metarl.config import require_positive
 
 
 @dataclasses.dataclass(frozen=True)

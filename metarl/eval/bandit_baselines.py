@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from metarl.config import require_positive
 from metarl.eval.gittins import argmax_random_ties, gittins_discount, gittins_index_table
 
 
@@ -47,8 +48,7 @@ class _CountingPolicy:
 
     def reset(self, num_tasks: int, num_arms: int, horizon: int, rng: np.random.Generator) -> None:
         for key, value in (("num_tasks", num_tasks), ("num_arms", num_arms), ("horizon", horizon)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            require_positive(type(self).__name__, key, value)
         self.horizon = int(horizon)
         self.rng = rng
         self.pulls = np.zeros((num_tasks, num_arms), dtype=np.int64)

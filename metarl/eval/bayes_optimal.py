@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
+from metarl.config import require_positive
+
 ArmState = tuple[int, int]
 """(successes, failures) of one arm; its posterior is Beta(1 + successes, 1 + failures)."""
 
@@ -32,9 +34,7 @@ def _start_state(
     if not 0.0 < discount <= 1.0:
         raise ValueError(f"discount must lie in (0, 1], got {discount!r}")
     if start is None:
-        if not isinstance(num_arms, int) or num_arms < 1:
-            raise ValueError(f"num_arms must be a positive integer, got {num_arms!r}")
-        return ((0, 0),) * num_arms
+        return ((0, 0),) * require_positive("bayes_optimal_value", "num_arms", num_arms)
     start = tuple((int(s), int(f)) for s, f in start)
     if len(start) != num_arms or any(s < 0 or f < 0 for s, f in start):
         raise ValueError(

@@ -27,6 +27,8 @@ from typing import BinaryIO
 import numpy as np
 from platformdirs import user_cache_dir
 
+from metarl.config import require_positive
+
 _GRID_SIZE = 1281
 """Retirement rewards 0, 1/1280, ..., 1 at which the calibration is solved."""
 
@@ -51,12 +53,6 @@ def _check_discount(discount: float) -> float:
     if not 0.0 < discount < 1.0:
         raise ValueError(f"discount must lie strictly between 0 and 1, got {discount!r}")
     return float(discount)
-
-
-def _check_positive(name: str, value: int) -> int:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _truncation_depth(discount: float) -> int:
@@ -229,8 +225,8 @@ def gittins_discount(horizon: int, num_arms: int) -> float:
         horizon: pulls per trial n (>= 1).
         num_arms: number of arms k (>= 1).
     """
-    horizon = _check_positive("horizon", horizon)
-    num_arms = _check_positive("num_arms", num_arms)
+    horizon = require_positive("gittins_discount", "horizon", horizon)
+    num_arms = require_positive("gittins_discount", "num_arms", num_arms)
     path = _disk_cache_dir() / f"discount-v{_CACHE_VERSION}.json"
     key = f"{horizon},{num_arms}"
     chosen = _read_json(path).get(key)

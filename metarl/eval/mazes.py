@@ -17,6 +17,7 @@ from envs.mazes import (
     maze_size,
     shortest_path_lengths,
 )
+from metarl.config import require_positive
 
 
 def episode_lengths(
@@ -31,8 +32,7 @@ def episode_lengths(
             f"episode_end and mask must be (B, T) arrays of one shape, got "
             f"{episode_end.shape} and {mask.shape}"
         )
-    if isinstance(episodes_per_trial, bool) or episodes_per_trial < 1:
-        raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial!r}")
+    require_positive("episode_lengths", "episodes_per_trial", episodes_per_trial)
     ends = episode_end & mask
     episode = np.cumsum(ends, axis=1) - ends  # episodes finished before each step
     counted = mask & (episode < episodes_per_trial)

@@ -22,7 +22,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm.auto import tqdm
 
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 
 MAX_ROLLOUT = 2048  # SB3's default n_steps: the longest PPO rollout chosen automatically
 MIN_ROLLOUT = 256  # below this, an automatic rollout would make PPO's updates too noisy

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
+from metarl.config import is_positive_int
 from metarl.errors import UsageError
 
 DATA_ENV = "METARL_DATA"
@@ -128,7 +129,7 @@ def load_sets(
         UsageError: data missing and not downloadable, or a source file is unreadable or not
             laid out as expected; the message names the file.
     """
-    if not isinstance(image_size, int | np.integer) or image_size < 1:
+    if not is_positive_int(image_size):
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}")
     root = data_dir(directory)
     cache = _cache_path(root, image_size)

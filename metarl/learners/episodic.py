@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 
 
 def check_episode(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 
 

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metarl.config import require_positive
+
 Params = dict[str, Tensor]
 LossFn = Callable[[Params], Tensor]
 
@@ -31,8 +33,7 @@ class DivergenceError(FloatingPointError):
 
 
 def _check_rates(owner: str, lr: float | Sequence[float], steps: int) -> list[float]:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{owner}: steps must be a positive integer, got {steps!r}")
+    steps = require_positive(owner, "steps", steps)
     rates = [float(lr)] * steps if isinstance(lr, int | float) else [float(x) for x in lr]
     if len(rates) != steps:
         raise ValueError(f"{owner}: {len(rates)} inner learning rates for {steps} steps")

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
 from metarl.backbones.conv4 import Conv4
+from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.maml import MAML, LossFn, Params, prototype_head, sgd_steps
 from metarl.learners.protonet import prototypes

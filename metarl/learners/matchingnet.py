@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.protonet import encode_episode
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.base import require_positive
 from metarl.backbones.conv4 import Conv4, conv_block, conv_block_size
+from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.protonet import encode_episode, prototypes
 

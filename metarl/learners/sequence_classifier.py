@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.backbones import SequenceBackbone
-from metarl.backbones.base import require_positive
+from metarl.config import require_positive
 from metarl.fewshot.episodes import rank_within_class
 
 
