@@ -190,7 +190,9 @@ def set_key(data: dict[str, Any], assignment: str) -> None:
     try:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {path}: value {raw!r} is not valid YAML ({err})") from None
+        raise ConfigError(
+            f"--set {path}: value {raw!r} is not valid YAML ({yaml_problem(err)})"
+        ) from None
 
 
 def config_names() -> list[str]:
@@ -226,7 +228,15 @@ def read_raw(name_or_path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{name_or_path}: invalid YAML ({err})") from None
+        raise ConfigError(f"{name_or_path}: invalid YAML ({yaml_problem(err)})") from None
     if not isinstance(data, dict) or "agent" not in data:
         raise ConfigError(f"{name_or_path}: a config must be a mapping with an 'agent' key")
     return data
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML spreads it over several)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{problem}{where}"

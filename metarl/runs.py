@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from metarl.config import yaml_problem
 from metarl.errors import UsageError
 
 CHECKPOINT = "checkpoint.pt"
@@ -125,14 +126,6 @@ def read_run_config(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "agent" not in data or "name" not in data:
         raise UsageError(f"{file} is not a metarl run config (no 'name' and 'agent' keys)")
     return data
-
-
-def yaml_problem(err: Exception) -> str:
-    """A YAML error in one line: what is wrong and where (PyYAML spreads it over several)."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"{problem}{where}"
 
 
 class RunLock:
