@@ -131,13 +131,23 @@ class RL2Agent:
         """Task-specific training metrics of a sampled batch (none here)."""
         return {}
 
-    def held_out_trials(self, tasks: np.ndarray) -> Batch:
-        """One trial of the trained policy on each held-out task, in-process."""
+    def held_out_trials(
+        self, tasks: np.ndarray, seed: int, options: dict[str, np.ndarray] | None = None
+    ) -> Batch:
+        """One trial of the trained policy on each held-out task, in-process, in chunks of
+        1,000 tasks, the chunk starting at task i sampling its actions from ``seed + i``.
+        ``options`` are further ``reset`` options of the environment with one row per task
+        (a bandit's reward tape)."""
         cfg = self.config
         worker = RolloutWorker(**self.worker_kwargs, deterministic=cfg.eval.deterministic)
         chunk = 1000
         shards = [
-            Shard(cfg.eval.seed + i, len(tasks[i : i + chunk]), tasks[i : i + chunk])
+            Shard(
+                seed + i,
+                len(tasks[i : i + chunk]),
+                tasks[i : i + chunk],
+                {key: value[i : i + chunk] for key, value in (options or {}).items()},
+            )
             for i in range(0, len(tasks), chunk)
         ]
         return concat_batches(worker.sample(self.policy.state_dict(), shards))

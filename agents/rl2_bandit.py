@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from agents.rl2_agent import RL2Agent, RL2Config
-from envs.bandits import BernoulliBanditVectorEnv, sample_tasks
+from envs.bandits import BernoulliBanditVectorEnv
 from metarl.config import require_positive_ints
 
 
@@ -51,13 +51,16 @@ class RL2BanditAgent(RL2Agent):
         super().__init__(config, make_env, 1, env.num_arms, env.horizon)
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
-        """Cumulative reward of the agent and every baseline on the same held-out tasks."""
+        """Cumulative reward of the agent and every baseline on the same held-out tasks and
+        reward tape (:func:`metarl.eval.bandit_baselines.bandit_trials`)."""
+        from metarl.eval.bandit_baselines import bandit_trials
         from metarl.eval.bandits import bandit_report
 
-        cfg = self.config
-        tasks = sample_tasks(np.random.default_rng(cfg.eval.seed), episodes, cfg.env.num_arms)
-        rewards = self.held_out_trials(tasks)["rewards"]
-        return bandit_report(rewards, tasks, cfg.eval.seed)
+        cfg, env = self.config, self.config.env
+        seed = np.random.SeedSequence(cfg.eval.seed)
+        tasks, uniforms, players = bandit_trials(seed, episodes, env.num_arms, env.horizon)
+        rewards = self.held_out_trials(tasks, players, {"reward_uniforms": uniforms})["rewards"]
+        return bandit_report(rewards, tasks, uniforms, players)
 
 
 def build(config: Config) -> RL2BanditAgent:

@@ -26,6 +26,7 @@ from metarl.eval.mazes import (
     rollout_episode_ends,
     trial_paths,
 )
+from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
 from metarl.rollout.worker import Batch
 
@@ -102,11 +103,13 @@ class RL2MazeAgent(RL2Agent):
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Mean episode length by episode index of the trial on held-out mazes, with the
-        oracle's and a random walk's on the same mazes, and one trial's paths to draw."""
+        oracle's and a random walk's on the same mazes, the paired per-maze differences of
+        the last episode's length (agent minus baseline), each later episode's per-maze gain
+        over the first (negative: shorter), and one trial's paths to draw."""
         cfg = self.config
         kwargs = cfg.env.env_kwargs()
         tasks = sample_tasks(np.random.default_rng(cfg.eval.seed), episodes, cfg.env.size)
-        batch = self.held_out_trials(tasks)
+        batch = self.held_out_trials(tasks, cfg.eval.seed)
         count = cfg.env.episodes_per_trial
         lengths = _episode_lengths(batch, count)
         oracle = oracle_episode_lengths(tasks, count, kwargs["max_episode_steps"])
@@ -114,6 +117,7 @@ class RL2MazeAgent(RL2Agent):
         value, ci95 = mean_ci95(lengths[:, -1])
         first = lengths[:, 0].mean()
         steps = batch["mask"][0].sum()
+        last = {"oracle": oracle[:, -1], "random": random[:, -1]}
         return {
             "metric": "episode_length",
             "higher_is_better": False,
@@ -121,10 +125,12 @@ class RL2MazeAgent(RL2Agent):
             "ci95": ci95,
             "episodes": episodes,
             "curve_of": "episode",
-            "baselines": {
-                "oracle": float(oracle[:, -1].mean()),
-                "random": float(random[:, -1].mean()),
+            "baselines": {name: float(values.mean()) for name, values in last.items()},
+            "paired": {
+                name: paired(lengths[:, -1], values, higher_is_better=False)
+                for name, values in last.items()
             },
+            "gains": gains(lengths, list(range(2, count + 1))),
             "curve": {
                 "x": list(range(1, count + 1)),
                 "agent": lengths.mean(0).tolist(),

@@ -18,7 +18,6 @@ import torch
 
 from agents.rl2_agent import EvalConfig
 from agents.rl2_bandit import BanditConfig
-from envs.bandits import sample_tasks
 from envs.rllib import BANDIT, register_envs
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.learners.rl2 import PPOConfig as MetarlPPOConfig
@@ -207,13 +206,15 @@ class RLlibRL2Agent:
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Cumulative reward of the RLModule and every baseline on ``rl2-bandit``'s held-out
         tasks."""
-        from metarl.eval.bandits import bandit_report, run_baseline
+        from metarl.eval.bandit_baselines import bandit_trials, run_baseline
+        from metarl.eval.bandits import bandit_report
 
-        cfg = self.config
-        tasks = sample_tasks(np.random.default_rng(cfg.eval.seed), episodes, cfg.env.num_arms)
+        cfg, env = self.config, self.config.env
+        seed = np.random.SeedSequence(cfg.eval.seed)
+        tasks, uniforms, players = bandit_trials(seed, episodes, env.num_arms, env.horizon)
         policy = RLModuleBanditPolicy(self.module(), cfg.eval.deterministic)
-        rewards = run_baseline(policy, tasks, cfg.env.horizon, cfg.eval.seed)
-        return bandit_report(rewards, tasks, cfg.eval.seed)
+        rewards = run_baseline(policy, tasks, uniforms, players)
+        return bandit_report(rewards, tasks, uniforms, players)
 
     def state_dict(self) -> dict[str, Any]:
         """The learner's state (RLModule weights and optimizer state) and RLlib's iteration

@@ -5,6 +5,12 @@ A *task* is the vector of arm means, drawn i.i.d. from U[0, 1]. A gymnasium epis
 constant placeholder: everything the agent learns comes from its previous actions and rewards,
 which the meta-learner's input wrapper supplies (RL² inputs).
 
+Rewards come from the environment's generator, unless a *reward tape* is fixed: uniforms
+``u[arm, j]`` per task such that the j-th pull of an arm (counted from 0 within the trial) pays
+``u[arm, j] < mean[arm]``. Evaluation fixes one tape per held-out task, so the agent and every
+baseline meet the same luck for the same (task, arm, pull count), and their comparison is
+paired (common random numbers).
+
 Two implementations with the same semantics:
 
 - :class:`BernoulliBanditEnv`, a plain :class:`gymnasium.Env` (passes ``check_env``);
@@ -46,6 +52,15 @@ def _check_tasks(tasks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return tasks
 
 
+def _check_uniforms(uniforms: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    uniforms = np.asarray(uniforms, dtype=np.float64)
+    if uniforms.shape != shape:
+        raise ValueError(f"reward_uniforms must have shape {shape}, got {uniforms.shape}")
+    if np.any((uniforms < 0) | (uniforms >= 1)):
+        raise ValueError("reward_uniforms must lie in [0, 1)")
+    return uniforms
+
+
 class BernoulliBanditEnv(gym.Env):
     """One k-armed Bernoulli bandit; an episode is a trial of ``horizon`` pulls.
 
@@ -54,7 +69,9 @@ class BernoulliBanditEnv(gym.Env):
         horizon: pulls per trial n.
 
     A new task is drawn from ``self.np_random`` at every reset, unless one was fixed with
-    :meth:`set_task` or passed as ``reset(options={"task": means})``.
+    :meth:`set_task` or passed as ``reset(options={"task": means})``; likewise the rewards,
+    unless a tape was fixed with :meth:`set_reward_uniforms` or
+    ``reset(options={"reward_uniforms": u})``.
     """
 
     metadata = {"render_modes": []}
@@ -66,8 +83,10 @@ class BernoulliBanditEnv(gym.Env):
         self.observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.action_space = spaces.Discrete(self.num_arms)
         self._fixed_task: np.ndarray | None = None
+        self._uniforms: np.ndarray | None = None
         self.task = np.full(self.num_arms, 0.5)
         self._t = 0
+        self._pulls = np.zeros(self.num_arms, dtype=np.int64)
 
     @property
     def max_trial_steps(self) -> int:
@@ -82,6 +101,12 @@ class BernoulliBanditEnv(gym.Env):
         """Fix the arm means used from the next reset on (``None``: sample at each reset)."""
         self._fixed_task = None if task is None else _check_tasks(task, (self.num_arms,))
 
+    def set_reward_uniforms(self, uniforms: np.ndarray | None) -> None:
+        """Fix the reward tape (num_arms, horizon) from the next reset on: the j-th pull of
+        arm a pays ``uniforms[a, j] < mean[a]`` (``None``: draw from ``np_random``)."""
+        shape = (self.num_arms, self.horizon)
+        self._uniforms = None if uniforms is None else _check_uniforms(uniforms, shape)
+
     def _obs(self) -> np.ndarray:
         return np.zeros(1, dtype=np.float32)
 
@@ -89,13 +114,22 @@ class BernoulliBanditEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         reset_task(self, seed, options)
+        if options and "reward_uniforms" in options:
+            self.set_reward_uniforms(options["reward_uniforms"])
         self._t = 0
+        self._pulls[:] = 0
         return self._obs(), {"task": self.task.copy()}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.num_arms} arms")
-        reward = float(self.np_random.random() < self.task[int(action)])
+        action = int(action)
+        if self._uniforms is None:
+            uniform = self.np_random.random()
+        else:
+            uniform = self._uniforms[action, self._pulls[action]]
+        self._pulls[action] += 1
+        reward = float(uniform < self.task[action])
         self._t += 1
         truncated = self._t >= self.horizon
         return self._obs(), reward, False, truncated, {"episode_end": True}
@@ -128,8 +162,10 @@ class BernoulliBanditVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._fixed_tasks: np.ndarray | None = None
+        self._uniforms: np.ndarray | None = None
         self.tasks = np.full((self.num_envs, self.num_arms), 0.5)
         self._t = 0
+        self._pulls = np.zeros((self.num_envs, self.num_arms), dtype=np.int64)
         self._needs_reset = True
         self._rows = np.arange(self.num_envs)
         self._obs = np.zeros((self.num_envs, 1), dtype=np.float32)
@@ -148,6 +184,13 @@ class BernoulliBanditVectorEnv(VectorEnv):
         shape = (self.num_envs, self.num_arms)
         self._fixed_tasks = None if tasks is None else _check_tasks(tasks, shape)
 
+    def set_reward_uniforms(self, uniforms: np.ndarray | None) -> None:
+        """Fix the reward tape (num_envs, num_arms, horizon) from the next reset on: the j-th
+        pull of arm a in task i pays ``uniforms[i, a, j] < tasks[i, a]`` (``None``: draw
+        from ``np_random``)."""
+        shape = (self.num_envs, self.num_arms, self.horizon)
+        self._uniforms = None if uniforms is None else _check_uniforms(uniforms, shape)
+
     def _new_trial(self) -> dict[str, Any]:
         self.tasks = (
             self._fixed_tasks.copy()
@@ -155,6 +198,7 @@ class BernoulliBanditVectorEnv(VectorEnv):
             else self.sample_tasks(self.num_envs)
         )
         self._t = 0
+        self._pulls[:] = 0
         self._needs_reset = False
         return {"task": self.tasks.copy()}
 
@@ -162,6 +206,8 @@ class BernoulliBanditVectorEnv(VectorEnv):
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         reset_tasks(self, seed, options)
+        if options and "reward_uniforms" in options:
+            self.set_reward_uniforms(options["reward_uniforms"])
         return self._obs.copy(), self._new_trial()
 
     def step(
@@ -177,7 +223,12 @@ class BernoulliBanditVectorEnv(VectorEnv):
             info = self._new_trial()
             return self._obs.copy(), np.zeros(self.num_envs), false, false.copy(), info
         means = self.tasks[self._rows, actions]
-        rewards = (self.np_random.random(self.num_envs) < means).astype(np.float64)
+        if self._uniforms is None:
+            uniforms = self.np_random.random(self.num_envs)
+        else:
+            uniforms = self._uniforms[self._rows, actions, self._pulls[self._rows, actions]]
+        self._pulls[self._rows, actions] += 1
+        rewards = (uniforms < means).astype(np.float64)
         self._t += 1
         self._needs_reset = self._t >= self.horizon
         truncated = np.full(self.num_envs, self._needs_reset)

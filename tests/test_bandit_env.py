@@ -94,3 +94,31 @@ def test_bad_actions_and_tasks_are_rejected():
         vec.reset(options={"tasks": np.zeros((2, 2))})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         BernoulliBanditEnv(num_arms=2).set_task(np.array([0.5, 1.5]))
+
+
+def test_a_fixed_reward_tape_pays_by_pull_count():
+    """The j-th pull of arm a pays ``u[a, j] < mean[a]``, whichever order arms are pulled
+    in, in the single env and the vector env alike; a new trial replays the tape."""
+    means = np.array([0.5, 0.5])
+    tape = np.array([[0.1, 0.9, 0.2], [0.9, 0.1, 0.8]])  # arm 0: 1 0 1, arm 1: 0 1 0
+    single = BernoulliBanditEnv(num_arms=2, horizon=3)
+    single.reset(seed=0, options={"task": means, "reward_uniforms": tape})
+    assert [single.step(a)[1] for a in (1, 0, 1)] == [0.0, 1.0, 1.0]
+    single.reset()
+    assert [single.step(a)[1] for a in (0, 0, 0)] == [1.0, 0.0, 1.0]
+    vec = BernoulliBanditVectorEnv(2, num_arms=2, horizon=3)
+    vec.reset(
+        options={"tasks": np.stack([means, means]), "reward_uniforms": np.stack([tape, tape])}
+    )
+    rewards = [vec.step(np.array(pair))[1].tolist() for pair in ((1, 0), (0, 0), (1, 0))]
+    assert rewards == [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("tape", "message"),
+    [(np.zeros((2, 2)), r"shape \(2, 3\)"), (np.full((2, 3), 1.0), r"\[0, 1\)")],
+)
+def test_a_bad_reward_tape_is_refused(tape, message):
+    env = BernoulliBanditEnv(num_arms=2, horizon=3)
+    with pytest.raises(ValueError, match=message):
+        env.reset(options={"reward_uniforms": tape})

@@ -113,10 +113,10 @@ def test_discount_choice_is_a_deterministic_candidate(tmp_path):
     chosen = gittins_discount(6, 2)
     candidates = [r * 6 / (1 + r * 6) for r in (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 1)]
     assert min(abs(chosen - c) for c in candidates) < 1e-12
-    saved = json.loads((tmp_path / "gittins" / "discount-v1.json").read_text())
-    assert saved == {"6,2": chosen}
+    saved = json.loads((tmp_path / "gittins" / "tuned-v1.json").read_text())
+    assert saved == {"gittins,6,2": chosen}
     gittins_discount.cache_clear()
-    (tmp_path / "gittins" / "discount-v1.json").unlink()
+    (tmp_path / "gittins" / "tuned-v1.json").unlink()
     assert gittins_discount(6, 2) == chosen
 
 

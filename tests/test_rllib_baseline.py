@@ -10,7 +10,7 @@ from envs.bandits import BernoulliBanditEnv
 from envs.mazes import MazeEnv
 from envs.rllib import BANDIT, MAZE, RL2Inputs, make_bandit_env, make_maze_env, register_envs
 from metarl.errors import ConfigError
-from metarl.eval.bandits import run_baseline
+from metarl.eval.bandit_baselines import run_baseline
 from metarl.policies import rl2_inputs
 from metarl.trainer import build_config, resolve_config
 
@@ -111,7 +111,8 @@ def trial_actions(agent, tasks: np.ndarray) -> np.ndarray:
     policy, pulls = RLModuleBanditPolicy(agent.module()), []
     observe = policy.observe
     policy.observe = lambda actions, rewards: (pulls.append(actions), observe(actions, rewards))
-    run_baseline(policy, tasks, agent.config.env.horizon, seed=3)
+    uniforms = np.random.default_rng(4).random((*tasks.shape, agent.config.env.horizon))
+    run_baseline(policy, tasks, uniforms, seed=3)
     return np.stack(pulls, axis=1)
 
 

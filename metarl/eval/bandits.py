@@ -1,43 +1,41 @@
-"""Evaluation on held-out bandit tasks: the agent and every baseline face the same tasks."""
+"""Evaluation on held-out bandit tasks: the agent and every baseline face the same tasks and
+the same reward tape (common random numbers), so each comparison is paired per task."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from envs.bandits import BernoulliBanditVectorEnv
-from metarl.eval.bandit_baselines import BASELINES, BanditPolicy
+from metarl.eval.bandit_baselines import BASELINES, run_baseline
+from metarl.eval.paired import paired
 from metarl.eval.stats import mean_ci95
 
 
-def run_baseline(policy: BanditPolicy, tasks: np.ndarray, horizon: int, seed: int) -> np.ndarray:
-    """Rewards (tasks, horizon) of a baseline policy on fixed tasks, stepped through the env."""
-    num_tasks, num_arms = tasks.shape
-    env = BernoulliBanditVectorEnv(num_tasks, num_arms, horizon)
-    env.reset(seed=seed, options={"tasks": tasks})
-    # the policy's own stream: reusing ``seed`` would replay the env's reward draws
-    policy.reset(num_tasks, num_arms, horizon, np.random.default_rng([seed, 1]))
-    rewards = np.zeros((num_tasks, horizon))
-    for t in range(horizon):
-        actions = policy.act()
-        _, rewards[:, t], *_ = env.step(actions)
-        policy.observe(actions, rewards[:, t])
-    return rewards
-
-
-def bandit_report(agent_rewards: np.ndarray, tasks: np.ndarray, seed: int) -> dict:
-    """``eval.json``'s fields for per-pull rewards (tasks, horizon) of the agent, with every
-    baseline run on the same tasks: cumulative reward per trial and the per-pull curve."""
+def bandit_report(
+    agent_rewards: np.ndarray, tasks: np.ndarray, uniforms: np.ndarray, seed: int
+) -> dict:
+    """``eval.json``'s fields for per-pull rewards (tasks, horizon) of the agent on ``tasks``
+    and their reward tape ``uniforms`` (:func:`metarl.eval.bandit_baselines.bandit_trials`),
+    with every baseline run on the same trials (its own randomness seeded by ``[seed, j]``):
+    cumulative reward per trial, the per-pull curve, the constants each baseline played with,
+    and per baseline the paired per-task difference agent minus baseline
+    (:func:`metarl.eval.paired.paired`)."""
     horizon = agent_rewards.shape[1]
-    value, ci95 = mean_ci95(agent_rewards.sum(axis=1))
+    agent_totals = agent_rewards.sum(axis=1)
+    value, ci95 = mean_ci95(agent_totals)
     curve: dict[str, list] = {
         "x": list(range(1, horizon + 1)),
         "agent": agent_rewards.mean(axis=0).round(5).tolist(),
     }
-    baselines, baselines_ci95 = {}, {}
-    for name, make in BASELINES.items():
-        rewards = run_baseline(make(), tasks, horizon, seed)
-        baselines[name], baselines_ci95[name] = mean_ci95(rewards.sum(axis=1))
+    baselines, baselines_ci95, settings, comparisons = {}, {}, {}, {}
+    for j, (name, make) in enumerate(BASELINES.items(), start=1):
+        policy = make()
+        rewards = run_baseline(policy, tasks, uniforms, np.random.SeedSequence([seed, j]))
+        totals = rewards.sum(axis=1)
+        baselines[name], baselines_ci95[name] = mean_ci95(totals)
         curve[name] = rewards.mean(axis=0).round(5).tolist()
+        if policy.settings():
+            settings[name] = policy.settings()
+        comparisons[name] = paired(agent_totals, totals, higher_is_better=True)
     return {
         "metric": "cumulative_reward",
         "higher_is_better": True,
@@ -46,5 +44,7 @@ def bandit_report(agent_rewards: np.ndarray, tasks: np.ndarray, seed: int) -> di
         "episodes": len(tasks),
         "baselines": baselines,
         "baselines_ci95": baselines_ci95,
+        "baseline_settings": settings,
+        "paired": comparisons,
         "curve": curve,
     }

@@ -16,6 +16,7 @@ continue-minus-retire curve.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,9 @@ import numpy as np
 from platformdirs import user_cache_dir
 
 from metarl.config import require_positive
+from metarl.files import write_atomic
+
+SeedLike = int | np.random.SeedSequence
 
 _GRID_SIZE = 1281
 """Retirement rewards 0, 1/1280, ..., 1 at which the calibration is solved."""
@@ -38,8 +42,11 @@ _DEPTH_SCALE = 2.0
 _TUNING_RATIOS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 1.0)
 """Candidate effective horizons 1 / (1 - gamma) - 1, as fractions of the bandit's horizon."""
 
-_TUNING_SEED = 0
 _CACHE_VERSION = 1
+_TUNED_VERSION = 1
+
+_TUNING_KEY = 0x54554E45
+"""The spawn key ("TUNE") of the tuning stream; evaluations spawn children 0, 1, 2."""
 
 
 def argmax_random_ties(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -157,19 +164,15 @@ def gittins_index_table(discount: float, max_pulls: int) -> np.ndarray:
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write a cache file through a temporary name, ignoring an unwritable cache folder."""
-    try:
+    """Write a cache file whole (:func:`metarl.files.write_atomic`), ignoring an unwritable
+    cache folder: the value is only computed again next time."""
+    with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+        write_atomic(path, write)
 
 
 def index_policy_return(
-    table: np.ndarray, horizon: int, num_arms: int, num_tasks: int, seed: int
+    table: np.ndarray, horizon: int, num_arms: int, num_tasks: int, seed: SeedLike
 ) -> float:
     """Mean cumulative reward of the index rule on ``table`` over ``horizon`` pulls.
 
@@ -210,16 +213,18 @@ def gittins_discount(horizon: int, num_arms: int) -> float:
     discount is a tuning parameter, chosen here per (n, k). Candidates have
     effective horizon ``1 / (1 - gamma) = 1 + r n`` for r in 1/8, 1/4, 3/8, 1/2, 5/8, 3/4, 1,
     i.e. ``gamma = r n / (1 + r n)``; each is scored by :func:`index_policy_return` on the same
-    ``2e6 / (n k)`` tasks (between 2,000 and 100,000; seed 0, common random numbers), and the
-    best wins (ties: the smaller discount). The result is deterministic and cached in memory
-    and on disk (a few seconds per setting; about 30 s for n = 500, mostly index tables).
+    :func:`tuning_tasks` tasks (from :func:`tuning_seed`, disjoint from the evaluation's;
+    common random numbers), and the best wins (ties: the smaller discount). The result is
+    deterministic and cached in memory and on disk (:func:`cached_tuning`; a few seconds per
+    setting, about 30 s for n = 500, mostly index tables).
 
-    Chosen discounts, and the rule's mean cumulative reward on fresh tasks next to Duan et
-    al.'s Table 1: n=10, k=5: 0.556, 6.657 (exact; Bayes-optimal 6.660) vs 6.6; n=100, k=5:
-    0.990, 78.4 vs 78.3; n=100, k=10: 0.984, 83.6 vs 82.8; n=500, k=5: 0.9973, 407.7 vs
-    405.8; n=500, k=10: 0.9973, 441.5 vs 437.8. Scores are flat near the optimum (within
-    0.1% for r from 1/2 to 1); the most myopic candidate, r = 1/8, lands within 0.5% of
-    the published figures, which suggests a shorter effective horizon there.
+    Chosen discounts, and the rule's mean cumulative reward on held-out tasks (10,000;
+    2,000 for n = 500) next to Duan et al.'s Table 1: n=10, k=5: 0.790, 6.67 (Bayes-optimal
+    6.660) vs 6.6; n=100, k=5: 0.980, 78.6 vs 78.3; n=100, k=10: 0.984, 83.8 vs 82.8;
+    n=500, k=5: 0.9968, 406.8 vs 405.8; n=500, k=10: 0.998, 441.7 vs 437.8. Scores are flat
+    near the optimum (within 0.1% for r from 1/2 to 1); the most myopic candidate, r = 1/8,
+    lands within 0.5% of the published figures, which suggests a shorter effective horizon
+    there.
 
     Args:
         horizon: pulls per trial n (>= 1).
@@ -227,20 +232,44 @@ def gittins_discount(horizon: int, num_arms: int) -> float:
     """
     horizon = require_positive("gittins_discount", "horizon", horizon)
     num_arms = require_positive("gittins_discount", "num_arms", num_arms)
-    path = _disk_cache_dir() / f"discount-v{_CACHE_VERSION}.json"
-    key = f"{horizon},{num_arms}"
+
+    def choose() -> float:
+        candidates = _tuning_candidates(horizon)
+        num_tasks = tuning_tasks(horizon, num_arms)
+        scores = [
+            index_policy_return(
+                gittins_index_table(gamma, horizon - 1), horizon, num_arms, num_tasks, tuning_seed()
+            )
+            for gamma in candidates
+        ]
+        return candidates[int(np.argmax(scores))]
+
+    return cached_tuning(f"gittins,{horizon},{num_arms}", choose)
+
+
+def tuning_seed() -> np.random.SeedSequence:
+    """The seed of every baseline's tuning: its tasks, rewards and choices.
+
+    A stream of its own (spawn key "TUNE"), never one that an evaluation draws its held-out
+    tasks from (children 0, 1, 2 of ``SeedSequence(eval.seed)``), so no constant is tuned on
+    the tasks it is then measured on, whatever ``eval.seed`` is."""
+    return np.random.SeedSequence(0, spawn_key=(_TUNING_KEY,))
+
+
+def tuning_tasks(horizon: int, num_arms: int) -> int:
+    """Tasks on which a baseline's constant is tuned: ``2e6 / (n k)``, between 2,000 and
+    100,000 (about 2e6 pulls per candidate)."""
+    return min(100_000, max(2_000, 2_000_000 // (horizon * num_arms)))
+
+
+def cached_tuning(key: str, choose: Callable[[], float]) -> float:
+    """The constant tuned for ``key`` (e.g. ``"ucb1,100,5"``): read from the disk cache's
+    ``tuned-v1.json``, else ``choose()``, stored there for every later evaluation."""
+    path = _disk_cache_dir() / f"tuned-v{_TUNED_VERSION}.json"
     chosen = _read_json(path).get(key)
     if chosen is not None:
         return float(chosen)
-    num_tasks = min(100_000, max(2_000, 2_000_000 // (horizon * num_arms)))
-    candidates = _tuning_candidates(horizon)
-    scores = [
-        index_policy_return(
-            gittins_index_table(gamma, horizon - 1), horizon, num_arms, num_tasks, _TUNING_SEED
-        )
-        for gamma in candidates
-    ]
-    chosen = candidates[int(np.argmax(scores))]
+    chosen = float(choose())
     # Re-read so that entries written meanwhile by another process survive.
     entries = {**_read_json(path), key: chosen}
     _write_atomically(path, lambda f: f.write(json.dumps(entries, indent=1).encode()))

@@ -28,11 +28,14 @@ class Shard:
         seed: seeds the environment (tasks and rewards) and the action sampling.
         num_tasks: trials run in parallel, one per task.
         tasks: fixed tasks (one row per trial); ``None`` draws them from the seed.
+        options: further ``reset`` options of the environment, such as a bandit's fixed
+            reward tape (``reward_uniforms``, one row per trial).
     """
 
     seed: int
     num_tasks: int
     tasks: np.ndarray | None = None
+    options: dict[str, np.ndarray] | None = None
 
 
 def shard_seeds(seed: int, iteration: int, shards: int) -> list[int]:
@@ -100,7 +103,7 @@ class RolloutWorker:
         env = self._env(shard.num_tasks)
         num_actions = int(env.single_action_space.n)
         generator = torch.Generator().manual_seed(shard.seed)
-        obs, _ = env.reset(seed=shard.seed, options={"tasks": shard.tasks})
+        obs, _ = env.reset(seed=shard.seed, options={"tasks": shard.tasks, **(shard.options or {})})
         batch = shard.num_tasks
         state = self.policy.initial_state(batch, env.max_trial_steps)
         prev_actions = np.full(batch, -1)

@@ -1,0 +1,39 @@
+"""The paired comparisons of ``eval.json``: the agent against each baseline on the same
+tasks, and an adaptation curve's gain over its first point, task by task.
+
+Pairing removes the spread between tasks that two separate confidence intervals both carry;
+a claim that the agent beats a baseline means that the paired interval excludes zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from metarl.eval.stats import paired_diff_ci
+
+
+def paired(agent: np.ndarray, baseline: np.ndarray, higher_is_better: bool) -> dict[str, Any]:
+    """Mean per-task difference ``agent - baseline`` (one value per task, the same tasks in
+    the same order), its 95% half-width, the number of tasks, and the verdict: ``"better"``
+    or ``"worse"`` when the interval excludes zero (on the side ``higher_is_better`` names),
+    else ``"tie"``."""
+    diff, half = paired_diff_ci(agent, baseline)
+    sign = 1.0 if higher_is_better else -1.0
+    verdict = "better" if sign * diff > half else "worse" if -sign * diff > half else "tie"
+    return {"diff": diff, "ci95": half, "tasks": len(np.asarray(agent)), "verdict": verdict}
+
+
+def gains(curve: np.ndarray, x: Sequence[Any]) -> dict[str, list]:
+    """The gain of each later point of an adaptation curve over its first, task by task:
+    for ``curve`` (tasks, points), the mean and 95% half-width of ``curve[:, j] - curve[:, 0]``
+    for j >= 1; ``x`` labels those later points."""
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.ndim != 2 or curve.shape[1] != len(x) + 1:
+        raise ValueError(
+            f"curve must be (tasks, {len(x) + 1}) for {len(x)} later points, got {curve.shape}"
+        )
+    pairs = [paired_diff_ci(curve[:, j], curve[:, 0]) for j in range(1, curve.shape[1])]
+    return {"x": list(x), "mean": [m for m, _ in pairs], "ci95": [h for _, h in pairs]}
