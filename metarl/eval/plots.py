@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from metarl import runs
+from metarl.files import write_atomic
 
 # x-axis label of each kind of adaptation curve (report["curve_of"]); bandits: pulls
 CURVE_LABELS = {
@@ -43,7 +44,7 @@ def plot_sweep(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{report['experiment']}: mean and 95% CI over up to {seeds} seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    runs.write_atomic(path / "eval.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path / "eval.png", lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -110,5 +111,5 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     ax_train.set_ylabel(f"training {report['metric']}")
     ax_train.set_title("training curve")
     fig.tight_layout()
-    runs.write_atomic(path / "eval.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path / "eval.png", lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)

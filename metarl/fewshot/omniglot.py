@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from metarl.config import is_positive_int
 from metarl.errors import UsageError
+from metarl.files import write_atomic
 
 DATA_ENV = "METARL_DATA"
 """Environment variable naming the data folder when no folder is given."""
@@ -327,36 +329,34 @@ def _read_npz(path: Path, name: str) -> np.ndarray:
 
 
 def _download(url: str, dest: Path, md5: str, progress: bool, hint: str) -> None:
-    """Streams ``url`` to a ``.part`` file beside ``dest``, checks its MD5, renames it."""
-    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    """Streams ``url`` into ``dest``, written whole (:func:`metarl.files.write_atomic`) and
+    only once its MD5 is checked: a failed or corrupt download leaves no file behind."""
+
+    def fetch(out: BinaryIO) -> None:
+        digest = hashlib.md5()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+                ) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as err:
+            raise UsageError(f"could not download {url} ({_describe(err)}); {hint}") from None
+        if digest.hexdigest() != md5:
+            raise UsageError(
+                f"the download of {url} is corrupt (MD5 {digest.hexdigest()}, expected {md5}) "
+                f"and was removed; {hint}"
+            )
+
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        out = open(part, "wb")  # noqa: SIM115 (closed by the with statement below)
+        write_atomic(dest, fetch)
     except OSError as err:
         raise UsageError(f"cannot write to {dest.parent} ({_describe(err)}); {hint}") from None
-    digest = hashlib.md5()
-    try:
-        with out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-            ) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except BaseException as err:
-        part.unlink(missing_ok=True)
-        if isinstance(err, OSError | http.client.HTTPException):
-            raise UsageError(f"could not download {url} ({_describe(err)}); {hint}") from None
-        raise
-    if digest.hexdigest() != md5:
-        part.unlink()
-        raise UsageError(
-            f"the download of {url} is corrupt (MD5 {digest.hexdigest()}, expected {md5}) and "
-            f"was removed; {hint}"
-        )
-    os.replace(part, dest)
 
 
 def _to_ink(paper: np.ndarray, size: int) -> np.ndarray:
@@ -400,17 +400,13 @@ def _read_cache(path: Path, size: int) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, sets: dict[str, np.ndarray]) -> None:
-    """Writes the cache atomically; a read-only folder only costs preprocessing next time."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Writes the cache whole (:func:`metarl.files.write_atomic`); a read-only folder only
+    costs preprocessing next time."""
     try:
         if not path.parent.stat().st_mode & 0o222:  # marked read-only: respected even by root
             raise PermissionError("the folder is read-only")
-        with open(part, "wb") as out:
-            np.savez(out, version=np.int64(_CACHE_VERSION), **sets)
-        os.replace(part, path)
+        write_atomic(path, lambda out: np.savez(out, version=np.int64(_CACHE_VERSION), **sets))
     except OSError as err:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
         warnings.warn(
             f"could not write the Omniglot cache {path} ({_describe(err)}); "
             "images will be preprocessed again next time",
