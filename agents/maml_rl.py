@@ -23,6 +23,7 @@ from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
+from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
 from metarl.learners.maml import Params
 from metarl.learners.meta_pg import (
@@ -108,21 +109,27 @@ class EvalConfig:
     seed: seeds the held-out tasks and their episodes: every run meets the same ones.
     steps: gradient steps of the adaptation curve (0 .. steps).
     pretrained_run: a run folder of this experiment with ``learner.algorithm: pretrain``
-        giving the fine-tuned baseline; empty: pre-train one for ``pretrain_iterations``.
-    pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline.
+        giving the fine-tuned baseline; empty: pre-train one now.
+    pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline; 0: as many
+        as take the environment steps the meta-learner trained with (an equal budget).
     ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch."""
 
     episodes: int = 40
     seed: int = 2_147_483_647
     steps: int = 3
     pretrained_run: str = ""
-    pretrain_iterations: int = 50
+    pretrain_iterations: int = 0
     ppo_tasks: int = 5
 
     def __post_init__(self) -> None:
         require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
         require(self.steps >= 1, "eval.steps", self.steps, "an integer >= 1")
-        require(self.pretrain_iterations >= 1, "eval.pretrain_iterations", self.steps, ">= 1")
+        require(
+            self.pretrain_iterations >= 0,
+            "eval.pretrain_iterations",
+            self.pretrain_iterations,
+            "an integer >= 0",
+        )
         require(self.ppo_tasks >= 0, "eval.ppo_tasks", self.ppo_tasks, "an integer >= 0")
 
 
@@ -184,6 +191,8 @@ class MetaPGAgent:
             "horizon": config.env.horizon,
         }
         self.sampler = make_sampler(config.sampler, self.worker_kwargs, EpisodeWorker)
+        self.env_steps: int | None = 0
+        """Environment steps of training so far (``None``: a checkpoint that did not count)."""
 
     def sample_tasks(self, seed: Any, count: int) -> np.ndarray:
         """``count`` tasks of the distribution, drawn from ``seed`` alone."""
@@ -229,6 +238,8 @@ class MetaPGAgent:
         episodes, returns, adapted, env_steps = self.rollouts(
             tasks, theta, steps, [cfg.seed, iteration]
         )
+        if self.env_steps is not None:
+            self.env_steps += env_steps
         inner = [[episodes[j][i] for j in range(steps)] for i in range(len(tasks))]
         stats = self.learner.update(inner, episodes[steps], adapted)
         by_step = returns.mean(0)
@@ -252,35 +263,53 @@ class MetaPGAgent:
         theta = {k: v.detach() for k, v in policy_state.items()}  # the policy has no buffers
         return self.rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
 
-    def pretrained_state(self) -> dict[str, torch.Tensor]:
-        """The multi-task pre-trained policy: from ``eval.pretrained_run``, or trained now."""
+    def pretrained_state(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The multi-task pre-trained policy and the environment steps it trained with: from
+        ``eval.pretrained_run``, or trained now for ``eval.pretrain_iterations``, by default
+        (0) until it has taken as many environment steps as this meta-learner."""
         cfg = self.config
         if cfg.eval.pretrained_run:
             path = Path(cfg.eval.pretrained_run)
             trained = runs.read_run_config(path)
             if trained.get("learner", {}).get("algorithm") != "pretrain":
                 raise UsageError(f"eval.pretrained_run {path} is not a 'pretrain' run")
-            return runs.load_checkpoint(path)["agent"]["policy"]
+            checkpoint = runs.load_checkpoint(path)
+            return checkpoint["agent"]["policy"], int(checkpoint["env_steps"])
+        iterations = cfg.eval.pretrain_iterations
+        if not iterations and self.env_steps is None:
+            raise UsageError(
+                "this run's checkpoint does not record its environment steps, so the "
+                "pre-trained baseline cannot match them: set eval.pretrain_iterations=N"
+            )
         learner = dataclasses.replace(cfg.learner, algorithm="pretrain")
         baseline = MetaPGAgent(dataclasses.replace(cfg, learner=learner))
+        budget = iterations or self.env_steps
+        unit = "it" if iterations else "step"
         try:
-            for iteration in tqdm(range(cfg.eval.pretrain_iterations), desc="pre-training"):
-                baseline.train_iteration(iteration)
-            return baseline.policy.state_dict()
+            with tqdm(total=budget, desc="pre-training", unit=unit) as bar:
+                iteration = 0
+                while (iteration if iterations else baseline.env_steps) < budget:
+                    steps = int(baseline.train_iteration(iteration)["env_steps"])
+                    iteration += 1
+                    bar.update(1 if iterations else steps)
+            return baseline.policy.state_dict(), baseline.env_steps
         finally:
             baseline.close()
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Return after 0..``eval.steps`` gradient steps on held-out tasks, for the agent,
-        the fine-tuned pre-trained policy and PPO from scratch with as many env steps."""
+        the fine-tuned pre-trained policy and PPO from scratch with as many env steps; per
+        baseline the paired per-task difference at step k (``value_after_steps``), and the
+        agent's per-task gain of each step over step 0."""
         from metarl.eval.ppo_baseline import ppo_scratch_curve
 
         cfg = self.config
         tasks = self.sample_tasks([cfg.eval.seed], episodes)
         steps = cfg.eval.steps
+        pretrained, pretrained_env_steps = self.pretrained_state()
         curves = {
             "agent": self.adaptation_curve(self.policy.state_dict(), tasks, steps),
-            "pretrained_finetuned": self.adaptation_curve(self.pretrained_state(), tasks, steps),
+            "pretrained_finetuned": self.adaptation_curve(pretrained, tasks, steps),
         }
         if cfg.eval.ppo_tasks:
             curves["ppo_scratch"] = ppo_scratch_curve(
@@ -295,9 +324,12 @@ class MetaPGAgent:
         value, ci95 = mean_ci95(curves["agent"][:, k])
         measured = [("pre_adaptation", curves["agent"][:, 0])]
         measured += [(name, c[:, k]) for name, c in curves.items() if name != "agent"]
-        baselines, baselines_ci = {}, {}
+        baselines, baselines_ci, comparisons = {}, {}, {}
         for name, values in measured:
             baselines[name], baselines_ci[name] = mean_ci95(values)
+            # PPO trains on the first ppo_tasks tasks only: paired on those
+            agent = curves["agent"][: len(values), k]
+            comparisons[name] = paired(agent, values, higher_is_better=True)
         return {
             "metric": "return",
             "higher_is_better": True,
@@ -306,6 +338,9 @@ class MetaPGAgent:
             "episodes": len(tasks),
             "baselines": baselines,
             "baselines_ci95": baselines_ci,
+            "paired": comparisons,
+            "gains": gains(curves["agent"], list(range(1, steps + 1))),
+            "env_steps": {"agent": self.env_steps, "pretrained": pretrained_env_steps},
             "curve": {"x": list(range(steps + 1))}
             | {name: c.mean(0).tolist() for name, c in curves.items()},
             "curve_of": "gradient_steps",
@@ -314,10 +349,11 @@ class MetaPGAgent:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict()}
+        return {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
+        self.env_steps = state.get("env_steps")
 
     def close(self) -> None:
         self.sampler.close()

@@ -109,6 +109,30 @@ def test_eval_reports_the_adaptation_curve_beside_both_baselines(tmp_path):
     assert report["baselines"]["pre_adaptation"] == pytest.approx(report["curve"]["agent"][0])
     assert report["env_steps_per_step"] == 4 * 20
     assert (run.path / "eval.png").is_file()
+    # paired on the same tasks: a mean difference is the difference of the means
+    paired, gains = report["paired"], report["gains"]
+    pre = paired["pre_adaptation"]
+    assert pre["diff"] == pytest.approx(report["value"] - report["baselines"]["pre_adaptation"])
+    assert pre["tasks"] == 4 and paired["pretrained_finetuned"]["tasks"] == 4
+    assert paired["ppo_scratch"]["tasks"] == 2  # PPO ran on the first two tasks only
+    assert gains["x"] == [1, 2, 3] and gains["mean"][0] == pytest.approx(pre["diff"])
+    assert gains["ci95"][0] == pytest.approx(pre["ci95"])
+    curve = report["curve"]
+    assert gains["mean"][2] == pytest.approx(curve["agent"][3] - curve["agent"][0], rel=1e-4)
+
+
+def test_the_pretrained_baseline_gets_the_meta_learners_env_steps_by_default(tmp_path):
+    """Two MAML iterations sample twice per task (before and after the inner step); the
+    multi-task baseline samples once per iteration, so it takes four to match."""
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
+    trained = load_checkpoint(run.path)["env_steps"]
+    assert trained == 2 * 2 * 4 * 4 * 20
+    report = metarl.evaluate(run.path, episodes=2, overrides=["eval.ppo_tasks=0"])
+    assert report["env_steps"] == {"agent": trained, "pretrained": trained}
+    fixed = metarl.evaluate(
+        run.path, episodes=2, overrides=["eval.ppo_tasks=0", "eval.pretrain_iterations=1"]
+    )
+    assert fixed["env_steps"]["pretrained"] == 4 * 4 * 20
 
 
 @pytest.mark.parametrize(
