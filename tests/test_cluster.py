@@ -22,22 +22,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """``ray start ... --block``: stopping this process stops the node it started."""
-    ports = [  # not Ray's defaults, which another Ray on this machine may hold
+def ray_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``ray start ... --block``: stopping this process stops the node it started. Every port
+    is a free one, not Ray's default, which another Ray on this machine (an earlier test's
+    local instance, say) may hold; the node's output goes to ``log``, shown on failure."""
+    ports = [
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
         f"--metrics-export-port={free_port()}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
     ]
-    return subprocess.Popen(
-        [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *ports, *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", *ports, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
-def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 180) -> None:
+def wait_for_nodes(
+    address: str, count: int, env: dict[str, str], logs: list[Path], timeout: float = 180
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = subprocess.run(
@@ -46,13 +54,15 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float
         if status.returncode == 0 and status.stdout.count(" node_") >= count:
             return
         time.sleep(2)
-    raise AssertionError(f"the cluster at {address} did not reach {count} nodes")
+    logs = "".join(f"\n--- {log.name}:\n{log.read_text()[-3000:]}" for log in logs)
+    raise AssertionError(f"the cluster at {address} did not reach {count} nodes{logs}")
 
 
 def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
     gcs, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{gcs}"
+    logs = [tmp_path / "head.log", tmp_path / "worker.log"]
     nodes = [
         ray_node(
             [
@@ -61,14 +71,16 @@ def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}",
             ],
             env,
+            logs[0],
         )
     ]
     try:
-        wait_for_nodes(address, 1, env)
-        nodes.append(ray_node([f"--address={address}"], env))
-        wait_for_nodes(address, 2, env)
+        wait_for_nodes(address, 1, env, logs)
+        nodes.append(ray_node([f"--address={address}"], env, logs[1]))
+        wait_for_nodes(address, 2, env, logs)
         out = tmp_path / "run"
         command = (
             [RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}"]
