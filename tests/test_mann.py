@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from metarl.backbones import MANN, check_backbone
-from metarl.backbones.mann import content_weights, least_used, lrua_write
+from metarl.backbones.cosine_attention import cosine_attention
+from metarl.backbones.mann import least_used, lrua_write
 
 # A 3-slot, 2-wide memory with one head, worked by hand (module docstring's steps 1-5).
 MEMORY = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
@@ -45,9 +46,9 @@ def test_lrua_write_by_hand() -> None:
 
 
 def test_content_read_by_hand() -> None:
-    weights = content_weights(torch.tensor([[KEY]]), torch.tensor([WRITTEN]), torch.ones(1, 1))
+    weights = cosine_attention(torch.tensor([[KEY]]), torch.tensor([WRITTEN]), torch.ones(1, 1))
     torch.testing.assert_close(weights, torch.tensor([[_softmax(COSINE)]]))
-    sharper = content_weights(
+    sharper = cosine_attention(
         torch.tensor([[KEY]]), torch.tensor([WRITTEN]), torch.full((1, 1), 3.0)
     )
     torch.testing.assert_close(sharper, torch.tensor([[_softmax([3 * c for c in COSINE])]]))

@@ -31,17 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.backbones.base import BackboneState, SequenceBackbone
+from metarl.backbones.cosine_attention import cosine_attention
 from metarl.config import require_positive
 
 CONTROLLERS = ("lstm", "mlp")
 INITIAL_STRENGTH = 9.0  # softplus(9) + 1 ≈ 10
-
-
-def content_weights(keys: Tensor, memory: Tensor, strength: Tensor) -> Tensor:
-    """Read weights softmax_i(β K(k, M(i))): keys (B, H, W), memory (B, N, W), strength (B, H)
-    to (B, H, N). A zero slot has similarity 0."""
-    similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)
-    return torch.softmax(strength.unsqueeze(-1) * similarity, dim=-1)
 
 
 def least_used(usage: Tensor, n: int) -> Tensor:
@@ -192,7 +186,7 @@ class MANN(SequenceBackbone[MANNState]):
         write, memory = lrua_write(
             s.memory, s.usage, keys, torch.sigmoid(alpha), s.read_weights, s.least_used
         )
-        read = content_weights(keys, memory, strength)
+        read = cosine_attention(keys, memory, strength)  # (B, H, N)
         reads = (read @ memory).flatten(1)
         usage = self.gamma * s.usage + (read + write).sum(1)
         state = dataclasses.replace(

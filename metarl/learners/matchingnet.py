@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarl.backbones.cosine_attention import cosine_attention
 from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.protonet import encode_episode
@@ -74,8 +75,7 @@ class MatchingNet(EpisodicClassifier):
         if self.fce:
             support = self._embed_support(support)
             query = self._embed_query(query, support)
-        cosine = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)
-        return (self.cosine_scale * cosine).softmax(dim=-1)
+        return cosine_attention(query, support, self.cosine_scale)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
         """Query log-probabilities (B, M, N): log Σ_i a(x̂, x_i) onehot(y_i).

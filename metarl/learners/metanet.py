@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarl.backbones.cosine_attention import cosine_attention
 from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.maml import Params
@@ -116,8 +117,7 @@ def read_memory(keys: Tensor, memory: Params, queries: Tensor) -> Params:
     Returns:
         the fast weights read, each (B, M, ...).
     """
-    cosine = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).transpose(1, 2)
-    attention = cosine.softmax(dim=-1)  # (B, M, S)
+    attention = cosine_attention(queries, keys)  # (B, M, S)
     return {
         name: (attention @ stored.flatten(2)).view(*attention.shape[:2], *stored.shape[2:])
         for name, stored in memory.items()
