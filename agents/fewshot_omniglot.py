@@ -1,9 +1,9 @@
 """Few-shot Omniglot classifiers: ProtoNet, Matching Networks, Relation Networks, SNAIL,
-MetaNet and the fine-tune baseline, all on the Conv4 encoder, trained episode by episode.
+MAML, Proto-MAML, Reptile, MetaNet and the fine-tune baseline, all on the Conv4 encoder.
 
-``learner.kind`` picks the learner; ``protonet-omniglot``, ``matchingnet-omniglot``,
-``relationnet-omniglot``, ``snail-omniglot``, ``metanet-omniglot`` and
-``finetune-omniglot`` are its configs.
+``learner.kind`` picks the learner; its options class (:data:`LEARNERS`) holds that kind's
+keys, builds its classifier and chooses its training update, once. The configs are
+``KIND-omniglot`` for each kind (``fomaml-omniglot``: MAML, first order).
 Meta-learners train on episodes of the training classes; the fine-tune baseline trains an
 ordinary classifier over all of them instead, and fits a new head on each test episode.
 """
@@ -11,8 +11,9 @@ ordinary classifier over all of them instead, and fits a new head on each test e
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from metarl.backbones import Conv4, parse_block
 from metarl.config import TrainConfig, require, require_positive_ints
-from metarl.errors import UsageError
+from metarl.errors import ConfigError, UsageError
 from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
 from metarl.fewshot.omniglot import Splits, load_omniglot
 from metarl.fewshot.protocol import episode_accuracy, evaluate_classifier
@@ -33,18 +34,6 @@ from metarl.learners.metanet import MetaNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
 from metarl.learners.snail_classifier import SNAILClassifier
-
-LEARNERS = (
-    "protonet",
-    "matchingnet",
-    "relationnet",
-    "snail",
-    "finetune",
-    "maml",
-    "protomaml",
-    "reptile",
-    "metanet",
-)
 
 
 @dataclasses.dataclass
@@ -90,67 +79,313 @@ class EpisodeConfig:
 
 
 @dataclasses.dataclass
-class LearnerConfig:
-    """The classifier: a Conv4 encoder and the learner named by ``kind``.
+class LearnerOptions:
+    """What every learner has: its kind and a Conv4 encoder. Each kind's options class adds
+    its own keys and builds its classifier; a config's ``learner`` section holds ``kind`` and
+    that kind's keys only, and so does a run's ``config.yaml``.
 
     Attributes:
-        kind: protonet, matchingnet, relationnet, snail, finetune, maml, protomaml,
-            reptile or metanet.
-        channels: Conv4 width.
-        fce: Matching Networks' Full Context Embeddings on or off.
-        fce_steps: processing steps of the attention LSTM over the support set.
-        cosine_scale: Matching Networks' factor on cosine similarities (1 in the paper).
-        relation_hidden: width of the Relation Network's hidden layer.
-        blocks: SNAIL's blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
-        max_ways, max_shots: largest episodes SNAIL reads (its label width, sequence length);
-            ``max_ways`` is also the width of MAML's learned head and MetaNet's output layer.
-        inner_lr, inner_steps, first_order: the inner step size, the number of steps, and
-            MAML's first-order switch (maml, protomaml, reptile).
-        outer_lr: Reptile's β, scaled by the learning-rate schedule.
-        pretrain_batch: images per update of the fine-tune baseline's pre-training.
-        head_steps, head_lr: the fine-tune baseline's per-episode head fitting.
-        base_hidden, key_size, generator_hidden: MetaNet's hidden augmented layer of the base
-            learner, memory key width (u's output) and width of the generators m and d."""
+        kind: the learner, a key of :data:`LEARNERS`.
+        channels: Conv4 width."""
+
+    kind: str
+    channels: int = 64
+
+    def __post_init__(self) -> None:
+        kinds = [kind for kind, options in LEARNERS.items() if options is type(self)]
+        require(self.kind in kinds, "learner.kind", self.kind, " or ".join(kinds))
+        hints = typing.get_type_hints(type(self))
+        counts = tuple(f.name for f in dataclasses.fields(self) if hints[f.name] is int)
+        require_positive_ints(self, "learner", counts)  # every integer option is a count
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        """A fresh classifier for images of side ``image_size`` (``train_classes``: the
+        classes of pre-training, used by the fine-tune baseline only)."""
+        raise NotImplementedError
+
+    def check_setting(self, ways: int, shots: int) -> None:
+        """UsageError when the classifier cannot read ``ways``-way ``shots``-shot episodes."""
+
+    def update(self, agent: FewShotAgent) -> Update:
+        """The training update: the query loss's gradient on episodes, unless overridden."""
+        return EpisodeUpdate(agent)
+
+
+@dataclasses.dataclass
+class ProtoNetOptions(LearnerOptions):
+    """Prototypical Networks (Snell et al. 2017): no options beyond the encoder."""
 
     kind: str = "protonet"
-    channels: int = 64
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        return ProtoNet(Conv4(hidden=self.channels))
+
+
+@dataclasses.dataclass
+class MatchingNetOptions(LearnerOptions):
+    """Matching Networks (Vinyals et al. 2016).
+
+    Attributes:
+        fce: Full Context Embeddings on or off.
+        fce_steps: processing steps of the attention LSTM over the support set.
+        cosine_scale: factor on cosine similarities (1 in the paper)."""
+
+    kind: str = "matchingnet"
     fce: bool = True
     fce_steps: int = 5
     cosine_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        encoder = Conv4(hidden=self.channels)
+        size = encoder.out_features(image_size)
+        return MatchingNet(encoder, size, self.fce, self.fce_steps, self.cosine_scale)
+
+
+@dataclasses.dataclass
+class RelationNetOptions(LearnerOptions):
+    """Relation Networks (Sung et al. 2018) on a Conv4 pooling in its first 2 blocks.
+
+    Attributes:
+        relation_hidden: width of the relation module's hidden layer."""
+
+    kind: str = "relationnet"
     relation_hidden: int = 8
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        encoder = Conv4(hidden=self.channels, pooled_blocks=2)
+        return RelationNet(encoder, image_size, self.relation_hidden)
+
+
+@dataclasses.dataclass
+class SNAILOptions(LearnerOptions):
+    """SNAIL as a few-shot classifier (Mishra et al. 2018).
+
+    Attributes:
+        blocks: its blocks, each ``"tc FILTERS"`` or ``"attention KEY VALUE"``.
+        max_ways, max_shots: the largest episodes it reads (its label width and sequence
+            length)."""
+
+    kind: str = "snail"
     blocks: list[str] = dataclasses.field(
         default_factory=lambda: ["attention 64 32", "tc 128", "attention 256 128", "tc 128"]
     )
     max_ways: int = 5
     max_shots: int = 5
-    pretrain_batch: int = 128
-    head_steps: int = 100
-    head_lr: float = 0.01
-    inner_lr: float = 0.4
-    inner_steps: int = 1
-    first_order: bool = False
-    outer_lr: float = 1.0
-    base_hidden: int = 64
-    key_size: int = 64
-    generator_hidden: int = 20
 
     def __post_init__(self) -> None:
-        require(self.kind in LEARNERS, "learner.kind", self.kind, " or ".join(LEARNERS))
-        require_positive_ints(
-            self,
-            "learner",
-            ("channels", "fce_steps", "relation_hidden", "max_ways", "max_shots")
-            + ("pretrain_batch", "head_steps", "inner_steps")
-            + ("base_hidden", "key_size", "generator_hidden"),
-        )
-        require(self.cosine_scale > 0, "learner.cosine_scale", self.cosine_scale, "> 0")
-        require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
-        require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
+        super().__post_init__()
         for i, text in enumerate(self.blocks):
             try:
                 parse_block(text)
             except ValueError:
                 require(False, f"learner.blocks[{i}]", text, "'tc N' or 'attention KEY VALUE'")
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        encoder = Conv4(hidden=self.channels)
+        size = encoder.out_features(image_size)
+        blocks = [parse_block(b) for b in self.blocks]
+        return SNAILClassifier(encoder, size, self.max_ways, self.max_shots, blocks)
+
+    def check_setting(self, ways: int, shots: int) -> None:
+        if ways > self.max_ways or shots > self.max_shots:
+            raise UsageError(
+                f"this SNAIL classifier reads at most {self.max_ways}-way "
+                f"{self.max_shots}-shot episodes, got {ways}-way {shots}-shot"
+            )
+
+
+@dataclasses.dataclass
+class FineTuneOptions(LearnerOptions):
+    """The fine-tune baseline: pre-train a classifier over all training classes, then fit a
+    new linear head on each test episode's support set.
+
+    Attributes:
+        pretrain_batch: images per pre-training update.
+        head_steps, head_lr: Adam steps and learning rate of each episode's head."""
+
+    kind: str = "finetune"
+    pretrain_batch: int = 128
+    head_steps: int = 100
+    head_lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.head_lr > 0, "learner.head_lr", self.head_lr, "a positive number")
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        encoder = Conv4(hidden=self.channels)
+        size = encoder.out_features(image_size)
+        return FineTuneClassifier(encoder, size, train_classes, self.head_steps, self.head_lr)
+
+    def update(self, agent: FewShotAgent) -> Update:
+        return PretrainUpdate(agent, self.pretrain_batch)
+
+
+@dataclasses.dataclass
+class InnerLoopOptions(LearnerOptions):
+    """What the learners that adapt a Conv4 and a linear head by SGD share.
+
+    Attributes:
+        max_ways: outputs of the learned head.
+        inner_lr, inner_steps: the inner step size and number of steps."""
+
+    max_ways: int = 5
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+
+    proto_head: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
+
+    def classifier(self, image_size: int, first_order: bool) -> MAMLClassifier:
+        """The Conv4 and linear head, adapted by these inner steps."""
+        encoder = Conv4(hidden=self.channels)
+        return MAMLClassifier(
+            encoder,
+            encoder.out_features(image_size),
+            self.max_ways,
+            self.inner_lr,
+            self.inner_steps,
+            first_order,
+            proto_head=self.proto_head,
+        )
+
+    def check_setting(self, ways: int, shots: int) -> None:
+        if not self.proto_head and ways > self.max_ways:
+            raise UsageError(f"this classifier's head has {self.max_ways} outputs, got {ways} ways")
+
+
+@dataclasses.dataclass
+class MAMLOptions(InnerLoopOptions):
+    """MAML (Finn et al. 2017).
+
+    Attributes:
+        first_order: drop the second-order terms (first-order MAML)."""
+
+    kind: str = "maml"
+    first_order: bool = False
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        return self.classifier(image_size, self.first_order)
+
+
+@dataclasses.dataclass
+class ProtoMAMLOptions(MAMLOptions):
+    """Proto-MAML (Triantafillou et al. 2020): MAML whose head starts from the support
+    prototypes (``max_ways`` then only sizes a learned head it never uses)."""
+
+    kind: str = "protomaml"
+
+    proto_head: ClassVar[bool] = True
+
+
+@dataclasses.dataclass
+class ReptileOptions(InnerLoopOptions):
+    """Reptile (Nichol et al. 2018): SGD on all of each task's images, then θ moves toward
+    the adapted weights; at test time it adapts as first-order MAML does.
+
+    Attributes:
+        outer_lr: β, scaled by the learning-rate schedule."""
+
+    kind: str = "reptile"
+    outer_lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        return self.classifier(image_size, first_order=True)  # Reptile's φ is first-order
+
+    def update(self, agent: FewShotAgent) -> Update:
+        return ReptileUpdate(agent, self)
+
+
+@dataclasses.dataclass
+class MetaNetOptions(LearnerOptions):
+    """Meta Networks (Munkhdalai & Yu 2017).
+
+    Attributes:
+        max_ways: outputs of the base learner.
+        base_hidden: the base learner's hidden augmented layer.
+        key_size: memory key width (the representation function u's output).
+        generator_hidden: width of the fast-weight generators m and d."""
+
+    kind: str = "metanet"
+    max_ways: int = 5
+    base_hidden: int = 64
+    key_size: int = 64
+    generator_hidden: int = 20
+
+    def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
+        encoder = Conv4(hidden=self.channels)
+        return MetaNet(
+            encoder,
+            Conv4(hidden=self.channels),
+            encoder.out_features(image_size),
+            self.max_ways,
+            self.base_hidden,
+            self.key_size,
+            self.generator_hidden,
+        )
+
+    def check_setting(self, ways: int, shots: int) -> None:
+        if ways > self.max_ways:
+            raise UsageError(f"this MetaNet has {self.max_ways} outputs, got {ways} ways")
+
+
+LEARNERS: dict[str, type[LearnerOptions]] = {
+    options.kind: options
+    for options in (
+        ProtoNetOptions,
+        MatchingNetOptions,
+        RelationNetOptions,
+        SNAILOptions,
+        FineTuneOptions,
+        MAMLOptions,
+        ProtoMAMLOptions,
+        ReptileOptions,
+        MetaNetOptions,
+    )
+}
+"""The options class of each ``learner.kind``."""
+
+
+def _section_fields() -> list[tuple[str, Any, Any]]:
+    """Every kind's keys, each optional: ``None`` stands for a key the YAML does not give."""
+    hints: dict[str, Any] = {}
+    for options in LEARNERS.values():
+        types = typing.get_type_hints(options)
+        for field in dataclasses.fields(options):
+            hints.setdefault(field.name, types[field.name])
+    return [(name, hint | None, None) for name, hint in hints.items()]
+
+
+LearnerSection = dataclasses.make_dataclass("LearnerSection", _section_fields())
+LearnerSection.__doc__ = """The ``learner`` section as read from YAML, with the keys of every
+kind, before :func:`resolve_learner` keeps those of its ``kind``."""
+
+
+def resolve_learner(section: Any) -> LearnerOptions:
+    """The options of the kind named by ``section.kind`` (ProtoNet when none is given), from
+    the keys ``section`` gives; ConfigError naming a key that belongs to another kind."""
+    given = {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+    kind = given.get("kind", ProtoNetOptions.kind)
+    require(kind in LEARNERS, "learner.kind", kind, " or ".join(LEARNERS))
+    names = [field.name for field in dataclasses.fields(LEARNERS[kind])]
+    for key in given:
+        if key not in names:
+            raise ConfigError(
+                f"config key 'learner.{key}' is not an option of learner.kind {kind!r}; "
+                f"its keys: {', '.join(names)}"
+            )
+    return LEARNERS[kind](**given)
 
 
 @dataclasses.dataclass
@@ -204,6 +439,8 @@ class Config:
         name: experiment name.
         agent: ``fewshot-omniglot``.
         seed: seeds the weights and every iteration's episodes.
+        learner: read as a :class:`LearnerSection`, then held as the
+            :class:`LearnerOptions` of its kind.
     """
 
     name: str
@@ -211,51 +448,93 @@ class Config:
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     episodes: EpisodeConfig = dataclasses.field(default_factory=EpisodeConfig)
-    learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
+    learner: LearnerSection = dataclasses.field(default_factory=ProtoNetOptions)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.learner, LearnerOptions):
+            self.learner = resolve_learner(self.learner)
 
-def build_model(learner: LearnerConfig, image_size: int, train_classes: int) -> EpisodicClassifier:
-    """The classifier named by ``learner.kind`` on a fresh Conv4 encoder."""
-    width = learner.channels
-    if learner.kind == "relationnet":
-        return RelationNet(
-            Conv4(hidden=width, pooled_blocks=2), image_size, learner.relation_hidden
+
+Update = Callable[[np.random.Generator], tuple[float, float, int]]
+"""One training update, drawing its data from the iteration's generator: it leaves the
+gradient for Adam (or moves the weights itself) and returns the loss, the accuracy and how
+many episodes (or images) it consumed."""
+
+
+class EpisodeUpdate:
+    """The gradient of the query loss of a meta-batch of training episodes."""
+
+    def __init__(self, agent: FewShotAgent) -> None:
+        self.model, self.episodes = agent.model, agent.config.episodes
+        ways, shots, queries = self.episodes.ways, self.episodes.shots, self.episodes.queries
+        self.sampler = EpisodeSampler(agent.splits.train, ways, shots, queries, "train")
+
+    def sample(self, rng: np.random.Generator) -> Episodes:
+        """A meta-batch; with ``vary_shots``, of K drawn from 1..shots."""
+        episodes = self.episodes
+        shots = int(rng.integers(1, episodes.shots + 1)) if episodes.vary_shots else None
+        return self.sampler.sample(rng, episodes.meta_batch, shots)
+
+    def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
+        batch = self.sample(rng)
+        logits = self.model(batch.support_x, batch.support_y, batch.query_x, batch.ways)
+        loss = self.model.loss(logits, batch.query_y)
+        loss.backward()
+        accuracy = float(episode_accuracy(logits, batch.query_y).mean())
+        return loss.item(), accuracy, self.episodes.meta_batch
+
+
+class ReptileUpdate(EpisodeUpdate):
+    """Reptile: adapt to all of each task's images, move θ toward the mean result, with β
+    following the learning-rate schedule. Adam gets no gradient."""
+
+    def __init__(self, agent: FewShotAgent, options: ReptileOptions) -> None:
+        super().__init__(agent)
+        self.reptile = Reptile(
+            agent.model.net, options.inner_lr, options.inner_steps, options.outer_lr
         )
-    encoder = Conv4(hidden=width)
-    size = encoder.out_features(image_size)
-    if learner.kind == "protonet":
-        return ProtoNet(encoder)
-    if learner.kind == "matchingnet":
-        return MatchingNet(
-            encoder, size, learner.fce, learner.fce_steps, cosine_scale=learner.cosine_scale
-        )
-    if learner.kind in ("maml", "protomaml", "reptile"):  # Reptile adapts as MAML does
-        return MAMLClassifier(
-            encoder,
-            size,
-            learner.max_ways,
-            learner.inner_lr,
-            learner.inner_steps,
-            learner.first_order or learner.kind == "reptile",
-            proto_head=learner.kind == "protomaml",
-        )
-    if learner.kind == "metanet":
-        return MetaNet(
-            encoder,
-            Conv4(hidden=width),
-            size,
-            learner.max_ways,
-            learner.base_hidden,
-            learner.key_size,
-            learner.generator_hidden,
-        )
-    if learner.kind == "snail":
-        blocks = [parse_block(b) for b in learner.blocks]
-        return SNAILClassifier(encoder, size, learner.max_ways, learner.max_shots, blocks)
-    return FineTuneClassifier(encoder, size, train_classes, learner.head_steps, learner.head_lr)
+        self.outer_lr, self.schedule = options.outer_lr, agent.schedule
+        self.initial_lr = agent.config.optim.lr
+
+    def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
+        batch = self.sample(rng)
+        x = torch.cat([batch.support_x, batch.query_x], 1)
+        y = torch.cat([batch.support_y, batch.query_y], 1)
+        forward, ways = self.model.maml, batch.ways
+        adapted, losses, hits = [], [], []
+        for xi, yi in zip(x, y, strict=True):
+            phi = self.reptile.adapt(
+                lambda p, xi=xi, yi=yi: F.cross_entropy(forward(p, xi)[:, :ways], yi)
+            )
+            adapted.append(phi)
+            with torch.no_grad():
+                logits = forward(phi, xi)[:, :ways]
+                losses.append(F.cross_entropy(logits, yi))
+                hits.append((logits.argmax(-1) == yi).float().mean())
+        self.reptile.outer_lr = self.outer_lr * (self.schedule.get_last_lr()[0] / self.initial_lr)
+        self.reptile.update(adapted)
+        return torch.stack(losses).mean().item(), float(torch.stack(hits).mean()), len(x)
+
+
+class PretrainUpdate:
+    """The fine-tune baseline's update: cross-entropy over all training classes on a batch
+    of ``batch`` images."""
+
+    def __init__(self, agent: FewShotAgent, batch: int) -> None:
+        self.model, self.images, self.batch = agent.model, agent.splits.train, batch
+
+    def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
+        images, size = self.images, self.batch
+        classes = rng.integers(len(images), size=size)
+        x = to_float(images[classes, rng.integers(images.shape[1], size=size)]).unsqueeze(1)
+        y = torch.from_numpy(classes)
+        logits = self.model.pretrain_logits(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        return loss.item(), float((logits.argmax(-1) == y).float().mean()), size
 
 
 class TrainedClassifier:
@@ -313,23 +592,12 @@ class FewShotAgent(TrainedClassifier):
     headline = "accuracy"
 
     def __init__(self, config: Config, progress: bool = True) -> None:
-        image_size = config.data.image_size
+        learner, image_size = config.learner, config.data.image_size
         super().__init__(
-            config,
-            lambda splits: build_model(config.learner, image_size, len(splits.train)),
-            progress,
+            config, lambda splits: learner.build(image_size, len(splits.train)), progress
         )
-        episodes = config.episodes
-        if config.learner.kind != "finetune":
-            self.sampler = EpisodeSampler(
-                self.splits.train, episodes.ways, episodes.shots, episodes.queries, "train"
-            )
+        self.update = learner.update(self)
         self._validation_checked = False
-        if config.learner.kind == "reptile":
-            learner = config.learner
-            self.reptile = Reptile(
-                self.model.net, learner.inner_lr, learner.inner_steps, learner.outer_lr
-            )
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
@@ -337,68 +605,20 @@ class FewShotAgent(TrainedClassifier):
             ev = cfg.eval
             EpisodeSampler(self.splits.val, ev.ways, ev.shots, ev.queries, "validation")
             self._validation_checked = True
-        rng = np.random.default_rng([cfg.seed, iteration])
         self.model.train()
-        if cfg.learner.kind == "finetune":
-            loss, accuracy, samples = self._pretrain_step(rng)
-        else:
-            episodes = cfg.episodes
-            shots = int(rng.integers(1, episodes.shots + 1)) if episodes.vary_shots else None
-            batch = self.sampler.sample(rng, episodes.meta_batch, shots)
-            samples = episodes.meta_batch
-        if cfg.learner.kind == "reptile":
-            loss, accuracy = self._reptile_step(batch)
-        elif cfg.learner.kind != "finetune":
-            logits = self.model(batch.support_x, batch.support_y, batch.query_x, batch.ways)
-            loss = self.model.loss(logits, batch.query_y)
-            accuracy = float(episode_accuracy(logits, batch.query_y).mean())
         self.optimizer.zero_grad()
-        if cfg.learner.kind != "reptile":  # Reptile moved θ itself; Adam sees no gradient
-            loss.backward()
+        loss, accuracy, count = self.update(np.random.default_rng([cfg.seed, iteration]))
         self.optimizer.step()
         self.schedule.step()
         if (iteration + 1) % cfg.eval.val_every == 0:
             self.val_accuracy = self._validate()
         return {
             "accuracy": accuracy,
-            "env_steps": samples,
-            "loss": loss.item(),
+            "env_steps": count,
+            "loss": loss,
             "val_accuracy": self.val_accuracy,
             "lr": self.schedule.get_last_lr()[0],
         }
-
-    def _reptile_step(self, batch: Episodes) -> tuple[torch.Tensor, float]:
-        """Reptile: adapt to all of each task's images, move θ toward the mean result; the
-        step size β follows the learning-rate schedule. Returns the adapted loss, accuracy."""
-        x = torch.cat([batch.support_x, batch.query_x], 1)
-        y = torch.cat([batch.support_y, batch.query_y], 1)
-        forward, ways = self.model.maml, batch.ways
-        adapted, losses, hits = [], [], []
-        for xi, yi in zip(x, y, strict=True):
-            phi = self.reptile.adapt(
-                lambda p, xi=xi, yi=yi: F.cross_entropy(forward(p, xi)[:, :ways], yi)
-            )
-            adapted.append(phi)
-            with torch.no_grad():
-                logits = forward(phi, xi)[:, :ways]
-                losses.append(F.cross_entropy(logits, yi))
-                hits.append((logits.argmax(-1) == yi).float().mean())
-        self.reptile.outer_lr = self.config.learner.outer_lr * (
-            self.schedule.get_last_lr()[0] / self.config.optim.lr
-        )
-        self.reptile.update(adapted)
-        return torch.stack(losses).mean(), float(torch.stack(hits).mean())
-
-    def _pretrain_step(self, rng: np.random.Generator) -> tuple[torch.Tensor, float, int]:
-        """One supervised update over all training classes (the fine-tune baseline)."""
-        images = self.splits.train
-        size = self.config.learner.pretrain_batch
-        classes = rng.integers(len(images), size=size)
-        x = to_float(images[classes, rng.integers(images.shape[1], size=size)]).unsqueeze(1)
-        y = torch.from_numpy(classes)
-        logits = self.model.pretrain_logits(x)
-        accuracy = float((logits.argmax(-1) == y).float().mean())
-        return torch.nn.functional.cross_entropy(logits, y), accuracy, size
 
     def _validate(self) -> float:
         ev = self.config.eval
@@ -416,14 +636,8 @@ class FewShotAgent(TrainedClassifier):
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Accuracy on test episodes of the ``eval`` setting, with the baselines."""
-        ev, learner = self.config.eval, self.config.learner
-        if learner.kind == "snail" and (ev.ways > learner.max_ways or ev.shots > learner.max_shots):
-            raise UsageError(
-                f"this SNAIL classifier reads at most {learner.max_ways}-way "
-                f"{learner.max_shots}-shot episodes, got {ev.ways}-way {ev.shots}-shot"
-            )
-        if learner.kind == "metanet" and ev.ways > learner.max_ways:
-            raise UsageError(f"this MetaNet has {learner.max_ways} outputs, got {ev.ways} ways")
+        ev = self.config.eval
+        self.config.learner.check_setting(ev.ways, ev.shots)
         return evaluate_classifier(
             self.model,
             self.splits.test,

@@ -5,8 +5,8 @@ Omniglot protocol (5-way 1-shot, meta-batch 32, one inner step of α = 0.4, seco
 Conv4 of 64 channels, 28x28 images) with 1 and with 15 queries per class, on 1 and 2
 threads, for:
 
-- ``ours-batched``: ``MAMLClassifier`` task-batched (grouped convolutions over the
-  meta-batch), its default on accelerators;
+- ``ours-batched``: ``MAMLClassifier`` task-batched (``vmap`` over the meta-batch), its
+  default on accelerators;
 - ``ours-loop``: ``MAMLClassifier`` episode by episode, its default on CPU;
 - ``l2l``: learn2learn's ``MAML(net, lr=0.4, first_order=False)``, ``clone()`` and
   ``adapt(loss)`` per episode, backward per episode as its Omniglot example does, on the
@@ -61,12 +61,12 @@ VARIANTS = ("ours-batched", "ours-loop", "l2l")
 
 def build_classifier(batched: bool) -> nn.Module:
     """``maml-omniglot``'s classifier, built from its config's learner section."""
-    from agents.fewshot_omniglot import LearnerConfig, build_model
+    from agents.fewshot_omniglot import Config
     from metarl.config import from_dict, read_raw
 
     torch.manual_seed(0)
-    learner = from_dict(LearnerConfig, read_raw("maml-omniglot")["learner"], "learner")
-    model = build_model(learner, IMAGE_SIZE, train_classes=1)
+    learner = from_dict(Config, read_raw("maml-omniglot")).learner
+    model = learner.build(IMAGE_SIZE, train_classes=1)
     model.batched = batched
     return model
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -5,11 +6,13 @@ import pytest
 import torch
 
 import metarl
+from agents.fewshot_omniglot import LEARNERS, Config, MAMLOptions, ProtoNetOptions
 from agents.rl2_agent import build_policy
 from metarl import runs
 from metarl.backbones import SNAIL, Conv4, TCBlockSpec
 from metarl.backbones.config import ModelConfig
-from metarl.errors import UsageError
+from metarl.config import config_names, from_dict, read_raw, to_dict
+from metarl.errors import ConfigError, UsageError
 from metarl.fewshot import load_omniglot
 from metarl.fewshot.episodes import EpisodeSampler
 from metarl.fewshot.inference import FewShotClassifier, classify
@@ -119,6 +122,54 @@ def test_snail_classifier_queries_do_not_see_each_other():
     torch.testing.assert_close(both[:, :1], alone)
     with pytest.raises(ValueError, match="at most 3-way 2-shot"):
         classifier(torch.rand(1, 4, 1, 28, 28), torch.tensor([[0, 1, 2, 3]]), query_x, 4)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in config_names() if read_raw(n)["agent"] == "fewshot-omniglot"]
+)
+def test_each_config_keeps_only_its_learners_keys(name):
+    raw = read_raw(name)
+    config = from_dict(Config, raw)
+    assert type(config.learner) is LEARNERS[raw["learner"]["kind"]]
+    written = to_dict(config)
+    assert set(written["learner"]) == {f.name for f in dataclasses.fields(config.learner)}
+    assert set(raw["learner"]) <= set(written["learner"])
+    assert from_dict(Config, written) == config  # config.yaml reads back as the same run
+
+
+def test_a_protonet_config_lists_only_protonet_keys():
+    config = from_dict(Config, read_raw("protonet-omniglot"))
+    assert to_dict(config)["learner"] == {"kind": "protonet", "channels": 64}
+    maml = from_dict(Config, {**read_raw("maml-omniglot"), "learner": {"kind": "maml"}})
+    assert maml.learner == MAMLOptions()  # a kind's keys default like its options class
+    assert Config("x", "fewshot-omniglot").learner == ProtoNetOptions()
+
+
+@pytest.mark.parametrize(
+    ("learner", "message"),
+    [
+        (
+            {"kind": "protonet", "fce": True},
+            "config key 'learner.fce' is not an option of learner.kind 'protonet'; "
+            "its keys: kind, channels",
+        ),
+        ({"kind": "protomaml", "outer_lr": 1.0}, "'learner.outer_lr' is not an option"),
+        ({"kind": "protonett"}, "config key 'learner.kind': got 'protonett', expected protonet"),
+        ({"kind": "maml", "inner_lr": 0}, "'learner.inner_lr': got 0.0, expected a positive"),
+        ({"kind": "snail", "max_shots": 0}, "'learner.max_shots': got 0, expected an integer"),
+        (
+            {"kind": "matchingnet", "fce": "yes"},
+            "'learner.fce': got 'yes' \\(str\\), expected bool",
+        ),
+        (
+            {"fce_stepz": 2},
+            "unknown config key 'learner.fce_stepz'; did you mean 'learner.fce_steps'",
+        ),
+    ],
+)
+def test_learner_keys_are_checked_against_the_chosen_kind(learner, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Config, {**read_raw("protonet-omniglot"), "learner": learner})
 
 
 SMALL = {
