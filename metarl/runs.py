@@ -21,6 +21,7 @@ import yaml
 
 from metarl.config import yaml_problem
 from metarl.errors import UsageError
+from metarl.files import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = "run.lock"
@@ -44,22 +45,10 @@ def check_new_run_dir(path: Path) -> None:
         )
 
 
-def write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write ``state`` to ``path/checkpoint.pt``; the checkpoint it replaces
     becomes ``checkpoint-previous.pt``, the fallback should the new one ever be unreadable."""
-    file = path / CHECKPOINT
-    tmp = file.with_name(f".{file.name}.tmp")
-    torch.save(state, tmp)
-    if file.exists():
-        os.replace(file, path / PREVIOUS_CHECKPOINT)
-    os.replace(tmp, file)
+    write_atomic(path / CHECKPOINT, lambda f: torch.save(state, f), path / PREVIOUS_CHECKPOINT)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -99,11 +88,11 @@ def _read_checkpoint(file: Path) -> dict[str, Any]:
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
+    write_atomic(path, lambda f: f.write(yaml.safe_dump(data, sort_keys=False).encode()))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def read_json(path: Path) -> dict[str, Any]:
