@@ -259,7 +259,18 @@ def test_a_failed_download_names_the_folder(tmp_path, monkeypatch):
     message = one_line_error(load_sets, tmp_path / "data", progress=False)
     assert message.startswith("could not download https://github.com/brendenlake/omniglot")
     assert f"images_evaluation.npz) in {tmp_path / 'data'} and run again" in message
-    assert list((tmp_path / "data").iterdir()) == []
+    assert not (tmp_path / "data").exists()  # a --data-dir is made only for a download
+
+
+def test_a_download_failing_midway_removes_the_folders_it_made(tmp_path, monkeypatch):
+    class Broken(FakeResponse):
+        def read(self, size: int = -1) -> bytes:
+            raise ConnectionResetError("reset by peer")
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Broken(b"x" * 10))
+    message = one_line_error(load_sets, tmp_path / "new" / "data", progress=False)
+    assert "could not download" in message and "reset by peer" in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_corrupt_download_is_removed(tmp_path, monkeypatch):

@@ -330,20 +330,24 @@ def _read_npz(path: Path, name: str) -> np.ndarray:
 
 def _download(url: str, dest: Path, md5: str, progress: bool, hint: str) -> None:
     """Streams ``url`` into ``dest``, written whole (:func:`metarl.files.write_atomic`) and
-    only once its MD5 is checked: a failed or corrupt download leaves no file behind."""
+    only once its MD5 is checked: a failed or corrupt download leaves no file behind, and the
+    data folder is made only once the server answers (a failed download leaves none)."""
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except (OSError, http.client.HTTPException) as err:
+        raise UsageError(f"could not download {url} ({_describe(err)}); {hint}") from None
 
     def fetch(out: BinaryIO) -> None:
         digest = hashlib.md5()
+        total = int(response.headers.get("Content-Length") or 0) or None
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-                ) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+            ) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
         except (OSError, http.client.HTTPException) as err:
             raise UsageError(f"could not download {url} ({_describe(err)}); {hint}") from None
         if digest.hexdigest() != md5:
@@ -352,11 +356,20 @@ def _download(url: str, dest: Path, md5: str, progress: bool, hint: str) -> None
                 f"and was removed; {hint}"
             )
 
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest, fetch)
-    except OSError as err:
-        raise UsageError(f"cannot write to {dest.parent} ({_describe(err)}); {hint}") from None
+    made = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
+    with response:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(dest, fetch)
+        except BaseException as err:
+            for folder in made:  # deepest first; only the empty folders this call made
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            if isinstance(err, OSError):
+                raise UsageError(
+                    f"cannot write to {dest.parent} ({_describe(err)}); {hint}"
+                ) from None
+            raise
 
 
 def _to_ink(paper: np.ndarray, size: int) -> np.ndarray:
