@@ -1,10 +1,10 @@
 """``online-omniglot``: Santoro et al. 2016's one-shot protocol, labels shown one step late.
 
 Each episode shows ``ways`` Omniglot classes ``instances`` times each, in random order, with
-labels drawn afresh; the learner is a Conv4 encoder, a sequence backbone (``model.backbone``:
-MANN, LSTM or SNAIL, the same classes as the RL agents' policies) and a linear head, trained
-by cross-entropy on every step. ``mann-omniglot`` is its config; its LSTM baseline is
-``--set model.backbone=lstm``.
+labels drawn afresh; the learner is a Conv4 encoder (layer norm: no step sees a later
+image), a sequence backbone (``model.backbone``: MANN, LSTM or SNAIL, the same classes as
+the RL agents' policies) and a linear head, trained by cross-entropy on every step.
+``mann-omniglot`` is its config; its LSTM baseline is ``--set model.backbone=lstm``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import EpisodeSampler
+from metarl.fewshot.protocol import FewShotEvalConfig
 from metarl.learners.sequence_classifier import SequenceClassifier, accuracy_by_instance
 
 REPORTED_INSTANCES = (1, 2, 3, 4, 5, 10)  # the columns of Santoro et al.'s Table 1
@@ -44,22 +45,12 @@ class EpisodeConfig:
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    """Attributes:
-    episodes: test episodes.
-    ways: classes per test episode, at most ``episodes.ways``.
-    seed: seeds the test episodes.
-    val_every, val_episodes: validation (2nd-instance accuracy) during training."""
+class EvalConfig(FewShotEvalConfig):
+    """:class:`~metarl.fewshot.protocol.FewShotEvalConfig` with ``ways`` at most
+    ``episodes.ways`` (the model's label width), validating (2nd-instance accuracy) every 250
+    updates."""
 
-    episodes: int = 1000
-    ways: int = 5
-    seed: int = 2_147_483_647
     val_every: int = 250
-    val_episodes: int = 100
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "eval", ("ways", "val_every", "val_episodes"))
-        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
 
 
 @dataclasses.dataclass
@@ -95,8 +86,14 @@ class Config:
 
 
 def build_model(config: Config) -> SequenceClassifier:
-    """Conv4, the configured backbone over (embedding, previous label), a linear head."""
-    encoder = Conv4(hidden=config.channels)
+    """Conv4, the configured backbone over (embedding, previous label), a linear head.
+
+    The encoder normalises each image on its own (layer norm, ``Conv4(norm="layer")``):
+    batch norm in training would normalise over every image of the sequence, so the
+    prediction at step t would depend on images not yet shown (look-ahead), and running
+    statistics alone would leave training unnormalised. Per-image normalisation is causal,
+    and the same in training and at test."""
+    encoder = Conv4(hidden=config.channels, norm="layer")
     ways, length = config.episodes.ways, config.episodes.ways * config.episodes.instances
     backbone = config.model.build(encoder.out_features(config.data.image_size) + ways, length)
     return SequenceClassifier(encoder, backbone, ways)

@@ -83,11 +83,21 @@ def test_conv4_feature_map_keeps_maps_of_unpooled_blocks() -> None:
         ({"hidden": 0}, "hidden must be a positive integer"),
         ({"pooled_blocks": 5}, "pooled_blocks must be an integer in 0..blocks=4"),
         ({"padding": -1}, "padding must be a non-negative integer"),
+        ({"norm": "instance"}, "norm must be one of batch, layer, got 'instance'"),
     ],
 )
 def test_conv4_rejects_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Conv4(**kwargs)
+
+
+def test_conv4_layer_norm_embeds_each_image_on_its_own_in_training() -> None:
+    encoder = Conv4(hidden=8, norm="layer").train()
+    images = torch.randn(4, 1, 28, 28)
+    alone = torch.cat([encoder(image[None]) for image in images])
+    torch.testing.assert_close(encoder(images), alone)
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 4 and all(m.num_groups == 1 for m in norms)
 
 
 def test_conv4_rejects_wrong_channels_and_too_small_images() -> None:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agents.online_omniglot import Config, OnlineOmniglotAgent
+from agents.online_omniglot import Config, OnlineOmniglotAgent, build_model
 from metarl.backbones import MANN, Conv4
 from metarl.backbones.config import ModelConfig
 from metarl.config import TrainConfig
@@ -45,6 +45,37 @@ def test_a_step_never_sees_its_own_label():
         a, b = model(images, labels, 3), model(images, changed, 3)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+@pytest.mark.parametrize("backbone", ["mann", "lstm", "snail"])
+def test_in_training_no_step_sees_a_later_image(backbone):
+    """The recipe's model, in training mode: changing image 4 of 6 leaves the embeddings
+    and logits of steps 0-3 as they were, and changes step 4's."""
+    torch.manual_seed(0)
+    model_config = ModelConfig(backbone, blocks=["tc 8", "attention 8 8"], hidden_size=16)
+    model_config.memory_slots, model_config.memory_width = 8, 8
+    config = Config(name="t", agent="online-omniglot", channels=8, model=model_config)
+    config.episodes.ways, config.episodes.instances = 3, 2
+    model = build_model(config).train()
+    images, labels = torch.rand(2, 6, 1, 28, 28), torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
+    later = images.clone()
+    later[:, 4] = torch.rand(2, 1, 28, 28)
+    for a, b in [
+        (model.encoder(images), model.encoder(later)),
+        (model(images, labels, 3), model(later, labels, 3)),
+    ]:
+        torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=0)
+        assert not torch.allclose(a[:, 4], b[:, 4])
+
+
+def test_batch_norm_in_training_would_let_a_step_see_later_images():
+    """Why the online encoder has no batch norm: the same check fails for one that has."""
+    torch.manual_seed(0)
+    encoder = Conv4(hidden=8).train()
+    images = torch.rand(1, 6, 1, 28, 28)
+    later = images.clone()
+    later[:, 4] = torch.rand(1, 28, 28)
+    assert not torch.allclose(encoder(images)[:, 0], encoder(later)[:, 0])
 
 
 @pytest.mark.parametrize(

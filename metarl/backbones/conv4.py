@@ -3,6 +3,10 @@ Networks for One Shot Learning"; Snell et al. 2017, "Prototypical Networks for F
 Learning"), also the embedding module of Relation Networks (Sung et al. 2018).
 
 Each block is a 3x3 convolution, batch norm, ReLU and, in the pooled blocks, 2x2 max-pooling.
+Batch norm in training normalises over every image of the batch, so one image's features
+depend on the others; ``norm="layer"`` normalises each image on its own instead (over its
+channels and pixels, GroupNorm with one group), for learners whose images must not see
+each other, such as those reading a sequence online.
 With four pooled blocks of 64 channels a 28x28 Omniglot image becomes 64 features and an
 84x84 miniImageNet image 64x5x5 = 1600.
 """
@@ -15,12 +19,20 @@ from torch import Tensor, nn
 
 from metarl.config import require_positive
 
+NORMS = ("batch", "layer")
 
-def conv_block(in_channels: int, out_channels: int, padding: int, pool: bool) -> nn.Sequential:
-    """3x3 convolution (no bias: batch norm cancels it), batch norm, ReLU, 2x2 max-pool."""
+
+def conv_block(
+    in_channels: int, out_channels: int, padding: int, pool: bool, norm: str = "batch"
+) -> nn.Sequential:
+    """3x3 convolution, normalisation (``norm``: batch or layer), ReLU, 2x2 max-pool. The
+    convolution has no bias under batch norm, which cancels it."""
+    if norm not in NORMS:
+        raise ValueError(f"conv_block: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    batch = norm == "batch"
     layers = [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=not batch),
+        nn.BatchNorm2d(out_channels) if batch else nn.GroupNorm(1, out_channels),
         nn.ReLU(),
     ]
     if pool:
@@ -53,6 +65,7 @@ class Conv4(nn.Module):
             Relation Networks pool the first 2 of 4 to keep feature maps for their relation
             module.
         padding: zero padding of every 3x3 convolution, in pixels.
+        norm: ``batch`` (the papers') or ``layer`` (each image normalised on its own).
     """
 
     def __init__(
@@ -62,6 +75,7 @@ class Conv4(nn.Module):
         blocks: int = 4,
         pooled_blocks: int | None = None,
         padding: int = 1,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         require_positive("Conv4", "in_channels", in_channels)
@@ -81,7 +95,9 @@ class Conv4(nn.Module):
         self.pooled = [i < pooled_blocks for i in range(blocks)]
         self.blocks = nn.Sequential(
             *(
-                conv_block(self.in_channels if i == 0 else self.hidden, self.hidden, padding, pool)
+                conv_block(
+                    self.in_channels if i == 0 else self.hidden, self.hidden, padding, pool, norm
+                )
                 for i, pool in enumerate(self.pooled)
             )
         )

@@ -38,8 +38,10 @@ class SequenceClassifier(nn.Module):
     """An image encoder, a sequence backbone over (embedding, y_{t-1}) and a linear head.
 
     Args:
-        encoder: maps images (..., C, H, W) to embeddings (..., embedding_size).
-        backbone: reads inputs of width ``embedding_size + max_ways``.
+        encoder: maps images (..., C, H, W) to embeddings (..., embedding_size), each image
+            on its own (no batch norm in training), so that step t sees no later image.
+        backbone: reads inputs of width ``embedding_size + max_ways``; causal, as every
+            :class:`SequenceBackbone` is.
         max_ways: most classes per episode: the width of the label input and the output.
     """
 
