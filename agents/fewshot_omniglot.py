@@ -24,7 +24,7 @@ from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import ConfigError, UsageError
 from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
 from metarl.fewshot.omniglot import Splits, load_omniglot
-from metarl.fewshot.protocol import episode_accuracy, evaluate_classifier
+from metarl.fewshot.protocol import FewShotEvalConfig, episode_accuracy, evaluate_classifier
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
 from metarl.learners.maml import Reptile
@@ -408,27 +408,20 @@ class OptimConfig:
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    """Attributes:
-    episodes: test episodes (``metarl eval --episodes``).
-    ways, shots: the test setting (``metarl eval --ways --shots``).
-    queries: query images per class.
-    seed: seeds the test episodes: every run is measured on the same ones.
-    val_every: updates between validation measurements during training.
-    val_episodes: episodes per validation measurement."""
+class EvalConfig(FewShotEvalConfig):
+    """:class:`~metarl.fewshot.protocol.FewShotEvalConfig` and:
 
-    episodes: int = 1000
-    ways: int = 5
+    Attributes:
+        shots: support images per class of a test episode (``metarl eval --shots``).
+        queries: query images per class.
+    """
+
     shots: int = 1
     queries: int = 15
-    seed: int = 2_147_483_647
-    val_every: int = 500
-    val_episodes: int = 100
 
     def __post_init__(self) -> None:
-        keys = ("episodes", "ways", "shots", "queries", "val_every", "val_episodes")
-        require_positive_ints(self, "eval", keys)
-        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
+        super().__post_init__()
+        require_positive_ints(self, "eval", ("shots", "queries"))
 
 
 @dataclasses.dataclass

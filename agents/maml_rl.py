@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
+from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
 from metarl.eval.paired import gains, paired
@@ -103,10 +104,10 @@ class LearnerConfig:
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    """Attributes:
-    episodes: held-out tasks.
-    seed: seeds the held-out tasks and their episodes: every run meets the same ones.
+class EvalConfig(BaseEvalConfig):
+    """:class:`metarl.config.EvalConfig` (``episodes``: 40 held-out tasks by default) and:
+
+    Attributes:
     steps: gradient steps of the adaptation curve (0 .. steps).
     pretrained_run: a run folder of this experiment with ``learner.algorithm: pretrain``
         giving the fine-tuned baseline; empty: pre-train one now.
@@ -115,15 +116,14 @@ class EvalConfig:
     ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch."""
 
     episodes: int = 40
-    seed: int = 2_147_483_647
     steps: int = 3
     pretrained_run: str = ""
     pretrain_iterations: int = 0
     ppo_tasks: int = 5
 
     def __post_init__(self) -> None:
-        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
-        require(self.steps >= 1, "eval.steps", self.steps, "an integer >= 1")
+        super().__post_init__()
+        require_positive_ints(self, "eval", ("steps",))
         require(
             self.pretrain_iterations >= 0,
             "eval.pretrain_iterations",

@@ -17,6 +17,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from metarl.backbones.config import ModelConfig
+from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require
 from metarl.learners.rl2 import RL2, PPOConfig
 from metarl.policies import RecurrentActorCritic, rl2_input_size
@@ -25,18 +26,14 @@ from metarl.rollout.worker import Batch, concat_batches, shard_seeds
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    """Attributes:
-    episodes: held-out tasks (one trial each).
-    seed: seed of the held-out tasks, distinct from any training seed stream.
-    deterministic: act greedily instead of sampling."""
+class EvalConfig(BaseEvalConfig):
+    """:class:`metarl.config.EvalConfig` (one trial per held-out task) and:
 
-    episodes: int = 1000
-    seed: int = 2_147_483_647
+    Attributes:
+        deterministic: act greedily instead of sampling.
+    """
+
     deterministic: bool = False
-
-    def __post_init__(self) -> None:
-        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
 
 
 @dataclasses.dataclass

@@ -86,6 +86,25 @@ class SamplerConfig:
         require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
 
 
+@dataclasses.dataclass
+class EvalConfig:
+    """How a run is evaluated: what every experiment's ``eval`` section holds. A recipe's
+    section extends this class with its own settings only.
+
+    Attributes:
+        episodes: held-out tasks or test episodes (``metarl eval --episodes``); at least 2,
+            for a confidence interval.
+        seed: seeds the held-out tasks, so that every run is measured on the same ones; its
+            default, 2**31 - 1, is far from training seeds.
+    """
+
+    episodes: int = 1000
+    seed: int = 2_147_483_647
+
+    def __post_init__(self) -> None:
+        require(self.episodes >= 2, "eval.episodes", self.episodes, "an integer >= 2")
+
+
 def require(ok: bool, key: str, value: Any, expected: str) -> None:
     """Raise :class:`ConfigError` naming ``key`` unless ``ok``."""
     if not ok:

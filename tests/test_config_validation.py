@@ -1,4 +1,5 @@
-"""The one positive-integer check, for constructor arguments and for configuration keys."""
+"""Configuration checks: the one positive-integer check (constructor arguments and config
+keys), and every shipped experiment resolving with the shared evaluation settings."""
 
 import dataclasses
 import re
@@ -6,8 +7,17 @@ import re
 import numpy as np
 import pytest
 
-from metarl.config import is_positive_int, require_positive, require_positive_ints
+from metarl.config import (
+    EvalConfig,
+    config_names,
+    is_positive_int,
+    read_raw,
+    require_positive,
+    require_positive_ints,
+    set_key,
+)
 from metarl.errors import ConfigError
+from metarl.experiment import resolve_config
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3), np.int32(1)])
@@ -37,3 +47,13 @@ def test_config_keys_are_refused_with_their_dotted_key():
         require_positive_ints(_Section(shots=0), "eval", ("ways", "shots"))
     with pytest.raises(ConfigError, match=r"'ways': got True"):
         require_positive_ints(_Section(ways=True), "", ("ways",))
+
+
+@pytest.mark.parametrize("name", config_names())
+def test_every_shipped_experiment_resolves_with_the_shared_eval_settings(name):
+    config = resolve_config(read_raw(name))
+    assert isinstance(config.eval, EvalConfig)
+    raw = read_raw(name)
+    set_key(raw, "eval.episodes=1")
+    with pytest.raises(ConfigError, match=r"'eval.episodes': got 1, expected an integer >= 2"):
+        resolve_config(raw)

@@ -10,15 +10,36 @@ support images per class.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from metarl.config import EvalConfig, require_positive_ints
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import Episodes, EpisodeSampler
 from metarl.learners.episodic import EpisodicClassifier
+
+
+@dataclasses.dataclass
+class FewShotEvalConfig(EvalConfig):
+    """The evaluation settings of a few-shot experiment, adding to :class:`EvalConfig`:
+
+    Attributes:
+        ways: classes per test episode (``metarl eval --ways``).
+        val_every: updates between validation measurements during training.
+        val_episodes: episodes per validation measurement.
+    """
+
+    ways: int = 5
+    val_every: int = 500
+    val_episodes: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive_ints(self, "eval", ("ways", "val_every", "val_episodes"))
 
 
 def episode_accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
