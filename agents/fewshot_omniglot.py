@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metarl.allocator import keep_freed_memory
 from metarl.backbones import Conv4, parse_block
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import ConfigError, UsageError
@@ -90,6 +91,8 @@ class LearnerOptions:
 
     kind: str
     channels: int = 64
+
+    step_unit: ClassVar[str] = "episodes"  # what a training update counts (metrics.csv)
 
     def __post_init__(self) -> None:
         kinds = [kind for kind, options in LEARNERS.items() if options is type(self)]
@@ -211,6 +214,8 @@ class FineTuneOptions(LearnerOptions):
     pretrain_batch: int = 128
     head_steps: int = 100
     head_lr: float = 0.01
+
+    step_unit: ClassVar[str] = "images"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -454,7 +459,7 @@ class Config:
 Update = Callable[[np.random.Generator], tuple[float, float, int]]
 """One training update, drawing its data from the iteration's generator: it leaves the
 gradient for Adam (or moves the weights itself) and returns the loss, the accuracy and how
-many episodes (or images) it consumed."""
+many of the learner's ``step_unit`` (episodes, or images) it consumed."""
 
 
 class EpisodeUpdate:
@@ -585,11 +590,13 @@ class FewShotAgent(TrainedClassifier):
     headline = "accuracy"
 
     def __init__(self, config: Config, progress: bool = True) -> None:
+        keep_freed_memory()  # training steps page-faulted their activations back in each time
         learner, image_size = config.learner, config.data.image_size
         super().__init__(
             config, lambda splits: learner.build(image_size, len(splits.train)), progress
         )
         self.update = learner.update(self)
+        self.step_unit = learner.step_unit  # the trainer's name for the count of an update
         self._validation_checked = False
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
@@ -607,7 +614,7 @@ class FewShotAgent(TrainedClassifier):
             self.val_accuracy = self._validate()
         return {
             "accuracy": accuracy,
-            "env_steps": count,
+            self.step_unit: count,
             "loss": loss,
             "val_accuracy": self.val_accuracy,
             "lr": self.schedule.get_last_lr()[0],

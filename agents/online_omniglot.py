@@ -104,6 +104,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
     measured on the test classes."""
 
     headline = "accuracy_2nd"
+    step_unit = "episodes"  # what a training update counts (metrics.csv), as in the paper
 
     def __init__(self, config: Config, progress: bool = True) -> None:
         super().__init__(config, lambda splits: build_model(config), progress)
@@ -133,7 +134,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
             "accuracy_1st": float(by_instance[0]),
             "accuracy_2nd": float(by_instance[1]),
             "val_accuracy": float(self.val_accuracy),
-            "env_steps": float(batch.support_y.numel()),
+            self.step_unit: len(batch.support_y),
             "loss": loss.item(),
             "lr": self.schedule.get_last_lr()[0],
         }

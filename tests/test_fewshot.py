@@ -217,6 +217,8 @@ def test_each_learner_learns_on_omniglot(kind, omniglot_data, tmp_path):
         "protonet-omniglot", out=tmp_path / kind, overrides=overrides, progress=False
     )
     rows = runs.read_metrics(run.path)
+    assert f"total_{LEARNERS[kind].step_unit}" in rows[-1]  # finetune: images; else episodes
+    assert "total_env_steps" not in rows[-1]
     losses = [r["loss"] for r in rows]
     assert np.mean(losses[-10:]) < np.mean(losses[:5])
     assert rows[-1]["val_accuracy"] > 0.3  # 5-way: chance is 0.2
@@ -229,6 +231,14 @@ def protonet_run(omniglot_data, tmp_path_factory):
     return metarl.train(
         "protonet-omniglot", out=out, overrides=overrides, progress=False, data_dir=omniglot_data
     )
+
+
+def test_a_protonet_run_counts_episodes_and_writes_only_protonet_keys(protonet_run):
+    rows = runs.read_metrics(protonet_run.path)
+    assert [r["total_episodes"] for r in rows] == list(range(1, 31))  # meta-batch 1
+    assert "total_env_steps" not in rows[-1]
+    learner = runs.read_run_config(protonet_run.path)["learner"]
+    assert learner == {"kind": "protonet", "channels": 16}
 
 
 def test_eval_measures_any_setting_and_keeps_each(protonet_run, capsys):

@@ -110,7 +110,8 @@ def test_mann_classifier_beats_chance_within_a_minute(omniglot_data):
     agent = OnlineOmniglotAgent(config, progress=False)
     before = agent.evaluate(300)
     for iteration in range(40):
-        agent.train_iteration(iteration)
+        metrics = agent.train_iteration(iteration)
+    assert metrics["episodes"] == 16 and "env_steps" not in metrics  # episodes per update
     report = agent.evaluate(300)
     assert math.isclose(report["baselines"]["chance"], 1 / 3)
     assert report["curve"]["x"] == [1, 2, 3, 4]
