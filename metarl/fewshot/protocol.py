@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import EvalConfig, require_positive_ints
+from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import Episodes, EpisodeSampler
 from metarl.learners.episodic import EpisodicClassifier
@@ -112,8 +113,9 @@ def evaluate_classifier(
                 steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
     finally:
         model.train(was_training)
-    value, ci95 = mean_ci95(torch.cat(agent[shots]).numpy())
-    pixel_value, pixel_ci95 = mean_ci95(torch.cat(pixel[shots]).numpy())
+    agent_acc, pixel_acc = torch.cat(agent[shots]).numpy(), torch.cat(pixel[shots]).numpy()
+    value, ci95 = mean_ci95(agent_acc)
+    pixel_value, pixel_ci95 = mean_ci95(pixel_acc)
 
     def curve(series: dict[int, list[Tensor]]) -> list[float]:
         return [
@@ -132,6 +134,10 @@ def evaluate_classifier(
         "queries": queries,
         "baselines": {"chance": 1.0 / ways, "pixel_nn": pixel_value},
         "baselines_ci95": {"chance": 0.0, "pixel_nn": pixel_ci95},
+        "paired": {  # per test episode, agent minus baseline
+            "chance": paired(agent_acc, np.full_like(agent_acc, 1.0 / ways), True),
+            "pixel_nn": paired(agent_acc, pixel_acc, True),
+        },
         "curve_of": "shots",
         "curve": {
             "x": shot_counts,
@@ -144,6 +150,7 @@ def evaluate_classifier(
         by_episode = torch.cat(steps)[:curve_episodes]
         points = by_episode.shape[1]
         report["curve_of"] = "inner_steps"
+        report["gains"] = gains(by_episode.numpy(), list(range(1, points)))
         report["curve"] = {
             "x": list(range(points)),
             "agent": by_episode.mean(0).tolist(),

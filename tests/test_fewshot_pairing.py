@@ -1,0 +1,41 @@
+"""Few-shot evaluation pairs the learner with its baselines episode by episode."""
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.backbones import Conv4
+from metarl.fewshot.protocol import evaluate_classifier
+from metarl.learners.maml_classifier import MAMLClassifier
+from metarl.learners.protonet import ProtoNet
+
+
+def test_paired_differences_are_taken_on_the_same_episodes():
+    images = np.random.default_rng(0).integers(0, 255, (30, 20, 8, 8), dtype=np.uint8)
+    model = ProtoNet(torch.nn.Flatten(-3))  # raw pixels: a nearest-mean classifier
+    report = evaluate_classifier(model, images, ways=5, shots=3, queries=4, episodes=30, seed=3)
+    pixel, chance = report["paired"]["pixel_nn"], report["paired"]["chance"]
+    # the mean of per-episode differences is the difference of the means
+    assert pixel["diff"] == pytest.approx(report["value"] - report["baselines"]["pixel_nn"])
+    assert chance["diff"] == pytest.approx(report["value"] - 0.2)
+    assert pixel["tasks"] == chance["tasks"] == 30
+    assert pixel["ci95"] > 0 and chance["ci95"] == pytest.approx(report["ci95"])
+    verdict = (
+        "better"
+        if pixel["diff"] > pixel["ci95"]
+        else "worse"
+        if -pixel["diff"] > pixel["ci95"]
+        else "tie"
+    )
+    assert pixel["verdict"] == verdict
+
+
+def test_gains_of_inner_steps_are_per_episode_differences_from_step_zero():
+    torch.manual_seed(0)
+    model = MAMLClassifier(Conv4(hidden=4), 4, max_ways=3, inner_lr=[0.5, 0.3], steps=2)
+    images = np.random.default_rng(0).integers(0, 255, (10, 20, 28, 28), dtype=np.uint8)
+    report = evaluate_classifier(model, images, ways=3, shots=1, queries=2, episodes=8, seed=0)
+    curve, gains = report["curve"]["agent"], report["gains"]
+    assert gains["x"] == [1, 2]
+    assert gains["mean"] == pytest.approx([curve[1] - curve[0], curve[2] - curve[0]])
+    assert all(half >= 0 for half in gains["ci95"])
