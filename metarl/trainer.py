@@ -145,19 +145,9 @@ def train(
         try:
             if checkpoint is not None:
                 agent.load_state_dict(checkpoint["agent"])
-            created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
-            try:
-                lock = runs.RunLock(path)
-                lock.acquire()
-            except UsageError:
-                if created:
-                    path.rmdir()
-                raise
-            try:
+            with runs.RunLock(path):
                 return _loop(agent, config, path, checkpoint, progress)
-            finally:
-                lock.release()
         finally:
             agent.close()
 
