@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as metarl.train does
+    keep_freed_memory()  # as the few-shot recipe's agent does
 
     first, cached = startup_seconds(args.data_dir)
     print(f"Omniglot start-up: first {first:.2f} s (builds the cache), cached {cached:.3f} s")

@@ -15,7 +15,7 @@ threads, for:
 The images are random (speed does not depend on them). Each measurement runs in a fresh
 process, which reports the median seconds per iteration after a warm-up and its peak
 resident memory (``ru_maxrss``, which counts what torch allocates, unlike tracemalloc);
-every process sets glibc's allocator as ``metarl train`` does. Measurements are
+every process sets glibc's allocator as the few-shot recipe does. Measurements are
 interleaved (each repeat runs every variant once) so that all see the same load on a
 shared machine; the table gives medians over repeats and the load averages.
 
