@@ -55,7 +55,7 @@ class DataConfig:
         require(
             self.protocol in ("vinyals", "lake"), "data.protocol", self.protocol, "vinyals or lake"
         )
-        require(self.val_characters >= 1, "data.val_characters", self.val_characters, ">= 1")
+        require_positive_ints(self, "data", ("val_characters",))
         require(self.image_size >= 16, "data.image_size", self.image_size, "an integer >= 16")
 
 
@@ -408,7 +408,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "optim.lr", self.lr, "a positive number")
-        require(self.decay_every >= 1, "optim.decay_every", self.decay_every, ">= 1")
+        require_positive_ints(self, "optim", ("decay_every",))
         require(0 < self.decay <= 1, "optim.decay", self.decay, "a number in (0, 1]")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.rl2_agent import RL2Agent, RL2Config
 from envs.mazes import MazeVectorEnv, default_max_episode_steps, sample_tasks
-from metarl.config import require
+from metarl.config import require, require_positive_ints
 from metarl.eval.mazes import (
     episode_lengths,
     oracle_episode_lengths,
@@ -48,17 +48,11 @@ class MazeConfig:
 
     def __post_init__(self) -> None:
         require(self.size >= 2, "env.size", self.size, "an integer >= 2")
-        require(
-            self.episodes_per_trial >= 1,
-            "env.episodes_per_trial",
-            self.episodes_per_trial,
-            "an integer >= 1",
-        )
+        require_positive_ints(self, "env", ("episodes_per_trial", "view_radius"))
         require(
             self.max_episode_steps >= 0, "env.max_episode_steps", self.max_episode_steps, ">= 0"
         )
         require(0 <= self.step_penalty < 1, "env.step_penalty", self.step_penalty, "in [0, 1)")
-        require(self.view_radius >= 1, "env.view_radius", self.view_radius, "an integer >= 1")
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`envs.mazes.MazeEnv` and :class:`MazeVectorEnv`."""

@@ -29,13 +29,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.tasks import reset_task, reset_tasks
+from metarl.config import require_positive
 
 
 def _check_sizes(num_arms: int, horizon: int) -> None:
-    if not isinstance(num_arms, (int, np.integer)) or num_arms < 1:
-        raise ValueError(f"num_arms must be a positive integer, got {num_arms!r}")
-    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+    require_positive("BernoulliBandit", "num_arms", num_arms)
+    require_positive("BernoulliBandit", "horizon", horizon)
 
 
 def sample_tasks(rng: np.random.Generator, num_tasks: int, num_arms: int) -> np.ndarray:
@@ -152,9 +151,7 @@ class BernoulliBanditVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int, num_arms: int = 5, horizon: int = 10) -> None:
         _check_sizes(num_arms, horizon)
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        self.num_envs = int(num_envs)
+        self.num_envs = require_positive("BernoulliBanditVectorEnv", "num_envs", num_envs)
         self.num_arms = int(num_arms)
         self.horizon = int(horizon)
         self.single_observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)

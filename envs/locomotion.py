@@ -14,6 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl.config import require_positive
+
 FAMILIES = {  # name: (gymnasium id, kind, task range or directions)
     "HalfCheetahVel": ("HalfCheetah-v5", "velocity", (0.0, 2.0)),
     "HalfCheetahDir": ("HalfCheetah-v5", "direction", (-1.0, 1.0)),
@@ -38,8 +40,7 @@ class LocomotionTaskEnv(gym.Env):
     def __init__(self, family: str, horizon: int = 200, **kwargs: Any) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        require_positive("LocomotionTaskEnv", "horizon", horizon)
         env_id, self.kind, self.task_range = FAMILIES[family]
         self.env = gym.make(env_id, max_episode_steps=horizon, **kwargs)
         self.observation_space, self.action_space = (

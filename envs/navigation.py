@@ -18,6 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.tasks import reset_task, reset_tasks
+from metarl.config import require_positive
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1
@@ -48,9 +49,7 @@ class Navigation2DEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, horizon: int = 100) -> None:
-        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        self.horizon = int(horizon)
+        self.horizon = require_positive("Navigation2DEnv", "horizon", horizon)
         reach = MAX_STEP * self.horizon  # the farthest the robot can go in one episode
         self.observation_space = spaces.Box(-reach, reach, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
@@ -106,8 +105,7 @@ class Navigation2DVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, horizon: int = 100) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        require_positive("Navigation2DVectorEnv", "num_envs", num_envs)
         single = Navigation2DEnv(horizon)
         self.num_envs, self.horizon = num_envs, single.horizon
         self.single_observation_space = single.observation_space

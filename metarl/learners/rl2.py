@@ -12,7 +12,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from metarl.config import require
+from metarl.config import require, require_positive_ints
 from metarl.learners.ppo import clipped_surrogate, gae, masked_mean
 from metarl.policies import RecurrentActorCritic
 
@@ -48,8 +48,7 @@ class PPOConfig:
     def __post_init__(self) -> None:
         require(self.lr > 0, "ppo.lr", self.lr, "a positive number")
         require(0 < self.clip < 1, "ppo.clip", self.clip, "a number in (0, 1)")
-        require(self.epochs >= 1, "ppo.epochs", self.epochs, "an integer >= 1")
-        require(self.minibatches >= 1, "ppo.minibatches", self.minibatches, "an integer >= 1")
+        require_positive_ints(self, "ppo", ("epochs", "minibatches"))
         require(0 < self.gamma <= 1, "ppo.gamma", self.gamma, "a number in (0, 1]")
         require(0 <= self.gae_lambda <= 1, "ppo.gae_lambda", self.gae_lambda, "a number in [0, 1]")
         require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "> 0")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from metarl.config import require
+from metarl.config import require, require_positive_ints
 
 
 @dataclasses.dataclass
@@ -36,19 +36,13 @@ class TRPOConfig:
 
     def __post_init__(self) -> None:
         require(self.max_kl > 0, "trpo.max_kl", self.max_kl, "a positive number")
-        require(self.cg_iters >= 1, "trpo.cg_iters", self.cg_iters, "an integer >= 1")
+        require_positive_ints(self, "trpo", ("cg_iters", "line_search_steps"))
         require(self.cg_damping >= 0, "trpo.cg_damping", self.cg_damping, "a number >= 0")
         require(
             0 < self.backtrack_ratio < 1,
             "trpo.backtrack_ratio",
             self.backtrack_ratio,
             "a number in (0, 1)",
-        )
-        require(
-            self.line_search_steps >= 1,
-            "trpo.line_search_steps",
-            self.line_search_steps,
-            "an integer >= 1",
         )
 
 
