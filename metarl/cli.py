@@ -149,8 +149,13 @@ def _run(args: argparse.Namespace) -> None:
                 f"{report['experiment']}{setting}: {report['metric']} = {report['value']:.4f} "
                 f"± {report['ci95']:.4f} over {report['episodes']} held-out tasks"
             )
+            paired = report.get("paired", {})
             for name, value in report["baselines"].items():
-                print(f"  {name:16s} {value:.4f}")
+                line = f"  {name:16s} {value:.4f}"
+                if name in paired:  # per task, agent minus this baseline
+                    diff, ci95, verdict = (paired[name][k] for k in ("diff", "ci95", "verdict"))
+                    line += f"   agent − {name}: {diff:+.4f} ± {ci95:.4f} ({verdict})"
+                print(line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,3 +211,13 @@ def test_ctrl_c_twice_before_any_checkpoint_says_nothing_was_saved(tmp_path):
     assert message.startswith("metarl: interrupted: interrupted twice, iteration")
     assert message.endswith(f"nothing was saved ({path} holds no checkpoint yet)")
     assert not (path / runs.CHECKPOINT).exists() and not (path / runs.LOCK).exists()
+
+
+def test_eval_prints_each_baseline_beside_the_paired_difference(capsys, trained):
+    assert main(["eval", str(trained), "--episodes", "20"]) == 0
+    out = capsys.readouterr().out
+    report = runs.read_json(trained / "eval.json")
+    for name, p in report["paired"].items():
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert f"agent − {name}: {p['diff']:+.4f} ± {p['ci95']:.4f} ({p['verdict']})" in line
+    assert set(report["paired"]) == set(report["baselines"])
