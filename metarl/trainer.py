@@ -304,7 +304,9 @@ def _loop(
     }
     runs.write_json(path / runs.SUMMARY, summary)
     if status == "interrupted":
-        raise KeyboardInterrupt(f"stopped after iteration {iteration}; {_saved_state(path, saved)}")
+        raise KeyboardInterrupt(
+            f"stopped after {iteration} iterations; {_saved_state(path, saved)}"
+        )
     return Run(path=path, config=config, summary=summary)
 
 
@@ -313,7 +315,7 @@ def _saved_state(path: Path, saved: int | None) -> str:
     if saved is None:
         return f"nothing was saved ({path} holds no checkpoint yet)"
     return (
-        f"{path / runs.CHECKPOINT} holds iteration {saved}; continue with: "
+        f"{path / runs.CHECKPOINT} holds the first {saved} iterations; continue with: "
         f"metarl train --resume {path}"
     )
 

@@ -362,16 +362,25 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 ):
     from metarl.cli import main
 
-    out = tmp_path / "maml"
-    config = {**SMALL, "learner.kind": "maml", "episodes.meta_batch": 2, "train.iterations": 2}
-    metarl.train("maml-omniglot", out=out, overrides=config, progress=False, data_dir=omniglot_data)
-    good = (out / "checkpoint.pt").read_bytes()
-    argv = ["train", "--resume", str(out), "--set", "train.iterations=4", "--no-progress"]
-    argv += ["--set", "learner.inner_lr=1e30", "--set", "learner.inner_steps=2"]
-    assert main(argv) == 1
+    base = ["--data-dir", str(omniglot_data), "--no-progress", "--set", "learner.kind=maml"]
+    for key, value in {**SMALL, "episodes.meta_batch": 2, "learner.inner_steps": 2}.items():
+        base += ["--set", f"{key}={value}"]
+    good_run, bad_run = tmp_path / "good", tmp_path / "bad"
+    train = ["train", "maml-omniglot", "--out"]
+    assert main([*train, str(good_run), *base, "--set", "train.iterations=2"]) == 0
+    good = (good_run / "checkpoint.pt").read_bytes()
+    # the same run diverges from its first update with an absurd inner step size
+    assert main([*train, str(bad_run), *base, "--set", "learner.inner_lr=1e30"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "iteration 2 diverged" in err and "last good state" in err
-    assert (out / "checkpoint.pt").read_bytes() == good
+    assert err.count("\n") == 0 and "iteration 0 diverged" in err
+    assert err.endswith(f"nothing was saved ({bad_run} holds no checkpoint yet)")
+    # nor can a hand-edited config.yaml change it on resume: checked against the checkpoint
+    (good_run / "config.yaml").write_text(
+        (good_run / "config.yaml").read_text().replace("inner_lr: 0.4", "inner_lr: 1.0e+30")
+    )
+    assert main(["train", "--resume", str(good_run), "--set", "train.iterations=4"]) == 2
+    assert "--resume cannot change learner.inner_lr" in capsys.readouterr().err
+    assert (good_run / "checkpoint.pt").read_bytes() == good
 
 
 def test_an_impossible_validation_setting_is_rejected_before_training(

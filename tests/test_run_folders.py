@@ -183,8 +183,8 @@ def test_two_resumes_at_once_never_interleave_metrics(tmp_path):
     message = process.stderr.read().strip().splitlines()[-1]
     done = runs.load_checkpoint(path)["iteration"]
     assert message == (
-        f"metarl: interrupted: stopped after iteration {done}; {path / runs.CHECKPOINT} holds "
-        f"iteration {done}; continue with: metarl train --resume {path}"
+        f"metarl: interrupted: stopped after {done} iterations; {path / runs.CHECKPOINT} holds "
+        f"the first {done} iterations; continue with: metarl train --resume {path}"
     )
     iterations = [row["iteration"] for row in runs.read_metrics(path)]
     assert iterations == list(range(done))
@@ -221,3 +221,29 @@ def test_eval_prints_each_baseline_beside_the_paired_difference(capsys, trained)
         line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
         assert f"agent − {name}: {p['diff']:+.4f} ± {p['ci95']:.4f} ({p['verdict']})" in line
     assert set(report["paired"]) == set(report["baselines"])
+
+
+def test_a_divergence_mid_run_keeps_the_last_checkpoint_and_says_which(
+    capsys, tmp_path, monkeypatch
+):
+    from agents.rl2_agent import RL2Agent
+
+    real = RL2Agent.train_iteration
+
+    def diverging(self, iteration):
+        metrics = real(self, iteration)
+        return {**metrics, "loss": float("nan")} if iteration == 3 else metrics
+
+    monkeypatch.setattr(RL2Agent, "train_iteration", diverging)
+    path = tmp_path / "run"
+    args = ["train", "lstm-bandit", "--out", str(path), "--no-progress", *SMALL]
+    args += ["--set", "train.checkpoint_minutes=1e-9"]  # a checkpoint after every iteration
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "metarl: run failed: iteration 3 diverged (the training loss is nan); "
+        f"{path / runs.CHECKPOINT} holds the first 3 iterations; continue with: "
+        f"metarl train --resume {path}"
+    )
+    assert runs.load_checkpoint(path)["iteration"] == 3
+    assert not (path / runs.LOCK).exists()
