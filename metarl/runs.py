@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import socket
 import time
@@ -92,7 +93,20 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    """Write ``data`` as strict JSON: a non-finite number (the nan half-width of a one-value
+    interval, say) becomes ``null``, which every JSON parser reads."""
+    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_json(path: Path) -> dict[str, Any]:

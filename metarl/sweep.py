@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from metarl import runs
+from metarl.config import is_positive_int
 from metarl.errors import UsageError
 from metarl.eval.stats import mean_ci95
 from metarl.eval.sweeps import SWEEP
@@ -37,7 +38,7 @@ def parse_grid(assignments: Sequence[str]) -> dict[str, list[Any]]:
 
 def trial_grid(grid: dict[str, list[Any]], seeds: int, base_seed: int) -> list[dict[str, Any]]:
     """Every (configuration, seed) pair: its label, overrides, seed and folder name."""
-    if seeds < 1:
+    if not is_positive_int(seeds):
         raise UsageError(f"--seeds must be a positive integer, got {seeds}")
     trials = []
     for values in itertools.product(*grid.values()):

@@ -247,3 +247,14 @@ def test_a_divergence_mid_run_keeps_the_last_checkpoint_and_says_which(
     )
     assert runs.load_checkpoint(path)["iteration"] == 3
     assert not (path / runs.LOCK).exists()
+
+
+def test_run_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    import json
+
+    runs.write_json(tmp_path / "x.json", {"ci95": float("nan"), "curve": [1.0, float("inf")]})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "ci95": None,
+        "curve": [1.0, None],
+    }

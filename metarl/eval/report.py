@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from metarl import runs
-from metarl.allocator import keep_freed_memory
 from metarl.config import set_key
 from metarl.errors import UsageError
 from metarl.eval.plots import plot_report, plot_sweep
@@ -39,7 +38,6 @@ def evaluate_run(
         the ``eval.json`` dictionary (schema in DESIGN.md). Few-shot runs also keep a copy
         per setting, ``eval-5w1s.json`` and the like, so the four settings sit side by side.
     """
-    keep_freed_memory()
     path = Path(path)
     if is_sweep(path):
         return _evaluate_sweep(path, episodes, ways, shots, data_dir, overrides)
