@@ -11,13 +11,14 @@ Batch norm always normalises with the statistics of the batch at hand, at test t
 as in Finn et al.'s code: running averages over episodes would mix tasks the inner loop
 tells apart.
 
-A meta-batch adapts either episode by episode (any network, through ``MAML.adapt``) or
-task-batched: every episode gets its own copy of the parameters and all of them run in one
-call, convolutions grouped by episode (input (n, T·C, H, W), weights (T·C_out, C_in, k, k),
-``groups=T``), batch norm per episode and channel, the head a batched matrix product. The
-per-episode gradients are those with respect to the copies, so the two give the same
-logits and meta-gradient (tested). Task batching takes networks built of Conv4,
-``nn.Sequential``, ``Conv2d``, ``BatchNorm2d``, ``ReLU``, ``MaxPool2d`` and ``Linear``.
+A meta-batch adapts either episode by episode (through ``MAML.adapt``) or task-batched:
+every episode gets its own copy of the parameters (a leading episode dimension on each
+tensor) and the same network runs on all of them in one call,
+``torch.func.vmap(functional_call(net, ...))`` over the episode dimension. Under ``vmap``
+each episode's batch norm takes the statistics of that episode's own images, exactly as in
+the loop (it keeps no running statistics, which ``vmap`` could not update per episode),
+and the per-episode gradients are those with respect to the copies, so the two give the
+same logits and meta-gradient (tested).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarl.backbones.conv4 import Conv4
 from metarl.config import require_positive
 from metarl.learners.episodic import EpisodicClassifier, check_episode
 from metarl.learners.maml import MAML, LossFn, Params, prototype_head, sgd_steps
@@ -48,9 +48,9 @@ class MAMLClassifier(EpisodicClassifier):
         first_order: first-order MAML.
         proto_head: Proto-MAML: initialise each episode's head from its prototypes.
         batched: adapt the meta-batch task-batched (True) or episode by episode (False);
-            ``"auto"``: task-batched on accelerators where the network allows it, episode by
-            episode on CPU, where task batching was no faster at 1 query per class, 1.1-1.5x
-            slower at 15, and took 1.8x the memory (``benchmarks/maml_speed.py``).
+            ``"auto"``: task-batched on accelerators, episode by episode on CPU, where task
+            batching was no faster than the loop at 1 query per class, slower at 15, and took
+            2-3x its memory (``benchmarks/maml_speed.py``, one thread).
     """
 
     def __init__(
@@ -77,15 +77,12 @@ class MAMLClassifier(EpisodicClassifier):
                 module.running_mean = module.running_var = module.num_batches_tracked = None
         self.net = nn.Sequential(encoder, nn.Linear(embedding_size, max_ways))
         self.maml = MAML(self.net, inner_lr, steps, first_order)
-        unsupported = _unbatchable(self.net)
-        if batched is True and unsupported is not None:
-            raise ValueError(f"MAMLClassifier: cannot task-batch a network holding {unsupported}")
-        self.batchable, self.batched = unsupported is None, batched
+        self.batched = batched
 
     def batches_on(self, device: torch.device) -> bool:
         """Whether meta-batches on ``device`` adapt task-batched."""
         if self.batched == "auto":
-            return self.batchable and device.type != "cpu"
+            return device.type != "cpu"
         return self.batched
 
     def initial_params(self, support_x: Tensor, support_y: Tensor, ways: int) -> Params:
@@ -188,64 +185,10 @@ def _child(params: Params, name: str) -> Params:
     return {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
 
 
-def _unbatchable(module: nn.Module, images: bool = False) -> str | None:
-    """The first layer of ``module`` that :func:`_batched_call` cannot run, or None; ``images``
-    inside Conv4, whose layers run on the grouped layout."""
-    if isinstance(module, Conv4):
-        return _unbatchable(module.blocks, images=True)
-    if isinstance(module, nn.Sequential):
-        return next(filter(None, (_unbatchable(child, images) for child in module)), None)
-    supported: tuple[type[nn.Module], ...] = (nn.ReLU,)
-    if images:
-        supported += (nn.MaxPool2d, nn.Conv2d, nn.BatchNorm2d)
-        if getattr(module, "padding_mode", "zeros") != "zeros" or getattr(
-            module, "track_running_stats", False
-        ):
-            return f"{type(module).__name__} {module}"
-    else:
-        supported += (nn.Linear,)
-    return None if isinstance(module, supported) else type(module).__name__
-
-
 def _batched_call(module: nn.Module, params: Params, x: Tensor) -> Tensor:
     """``module`` on T episodes at once, episode t on ``x[t]`` (T, n, ...) with parameters
-    ``params[name][t]``: outputs (T, n, ...). Conv4 runs on the grouped layout
-    (n, T·C, H, W), in which a grouped convolution is T convolutions and batch norm's
-    per-channel statistics are per episode."""
-    tasks, n = x.shape[:2]
-    if isinstance(module, Conv4):
-        maps = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])
-        maps = _grouped_call(module.blocks, _child(params, "blocks"), maps, tasks)
-        return maps.reshape(n, tasks, -1).transpose(0, 1)
-    if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
-            x = _batched_call(child, _child(params, name), x)
-        return x
-    if isinstance(module, nn.Linear):
-        out = x @ params["weight"].transpose(1, 2)
-        return out if module.bias is None else out + params["bias"][:, None]
-    return module(x)  # ReLU
-
-
-def _grouped_call(module: nn.Module, params: Params, maps: Tensor, tasks: int) -> Tensor:
-    """The layers inside Conv4 for :func:`_batched_call`, on maps (n, T·C, H, W)."""
-    if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
-            maps = _grouped_call(child, _child(params, name), maps, tasks)
-        return maps
-    flat = {k: v.flatten(0, 1) if k == "weight" else v.flatten() for k, v in params.items()}
-    if isinstance(module, nn.Conv2d):
-        return F.conv2d(
-            maps,
-            flat["weight"],
-            flat.get("bias"),
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups * tasks,
-        )
-    if isinstance(module, nn.BatchNorm2d):
-        return F.batch_norm(
-            maps, None, None, flat.get("weight"), flat.get("bias"), training=True, eps=module.eps
-        )
-    return module(maps)  # ReLU, max-pooling: channel by channel
+    ``params[name][t]``: outputs (T, n, ...). Each episode's random draws (dropout) are its
+    own, as in the loop."""
+    return torch.func.vmap(
+        lambda p, xt: torch.func.functional_call(module, p, (xt,)), randomness="different"
+    )(params, x)
