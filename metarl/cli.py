@@ -12,6 +12,8 @@ import sys
 
 from metarl.errors import RunFailed, UsageError
 
+_DEVICES = "auto, cpu, cuda, cuda:N or mps (default: the config's train.device)"
+
 
 def _positive_minutes(text: str) -> float:
     value = float(text)
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop cleanly after this many minutes",
     )
     train.add_argument("--data-dir", help="few-shot: dataset folder (default $METARL_DATA)")
+    train.add_argument("--device", help=f"where the learner trains: {_DEVICES}")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sw = sub.add_parser("sweep", help="train a grid of configurations x seeds on Ray Tune")
@@ -65,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--parallel", type=int, help="trials at once (default: one per CPU)")
     sw.add_argument("--time-limit", type=_positive_minutes, metavar="MINUTES", help="per trial")
     sw.add_argument("--ray-address", default="", help="run the trials on a Ray cluster")
+    sw.add_argument("--device", help=f"where each trial's learner trains: {_DEVICES}")
 
     ev = sub.add_parser("eval", help="evaluate a run (or a sweep) on held-out tasks")
     ev.add_argument("run_dir")
@@ -81,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override an evaluation setting, e.g. eval.ppo_tasks=10",
     )
     ev.add_argument("--json", action="store_true", help="print eval.json to stdout")
+    ev.add_argument("--device", help=f"where the model evaluates: {_DEVICES}")
     return parser
 
 
@@ -104,6 +109,7 @@ def _run(args: argparse.Namespace) -> None:
             resume=args.resume,
             time_limit=args.time_limit,
             data_dir=args.data_dir,
+            device=args.device,
             progress=not args.no_progress,
         )
         print(
@@ -121,6 +127,7 @@ def _run(args: argparse.Namespace) -> None:
             parallel=args.parallel,
             time_limit=args.time_limit,
             ray_address=args.ray_address,
+            device=args.device,
         )
         print(summary_table(rows))
     elif args.command == "eval":
@@ -133,6 +140,7 @@ def _run(args: argparse.Namespace) -> None:
             shots=args.shots,
             data_dir=args.data_dir,
             overrides=args.overrides,
+            device=args.device,
         )
         if args.json:
             print(json.dumps(report, indent=2))

@@ -15,11 +15,15 @@ import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from metarl.devices import resolve_device
 from metarl.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -34,12 +38,16 @@ class TrainConfig:
         time_limit_minutes: stop cleanly after this many minutes (0: no limit).
         threads: torch intra-op threads of the learner (0: torch's default). Small models
             train faster on one thread, and leave the other cores to rollout workers.
+        device: where the learner's model, optimiser state and batches live: ``auto``
+            (CUDA where available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
+            (``--device``); checked against this machine at start-up.
     """
 
     iterations: int = 100
     checkpoint_minutes: float = 5.0
     time_limit_minutes: float = 0.0
     threads: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "train", ("iterations",))
@@ -55,6 +63,12 @@ class TrainConfig:
             self.time_limit_minutes,
             "a number >= 0",
         )
+        resolve_device(self.device)  # ConfigError now, before anything is written
+
+    @property
+    def torch_device(self) -> torch.device:
+        """:attr:`device` on this machine (``auto`` resolved)."""
+        return resolve_device(self.device)
 
 
 @dataclasses.dataclass

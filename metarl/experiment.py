@@ -20,12 +20,14 @@ from metarl.errors import UsageError
 from metarl.registry import get_recipe
 
 # Config keys that may change when a run is resumed: how long and how often, where rollouts
-# run (results do not depend on it), where the data is, and how the run is evaluated.
+# and the learner run (a checkpoint loads on any device), where the data is, and how the run
+# is evaluated.
 RESUMABLE = (
     "train.iterations",
     "train.time_limit_minutes",
     "train.checkpoint_minutes",
     "train.threads",
+    "train.device",
     "sampler.backend",
     "sampler.workers",
     "sampler.ray_address",
@@ -115,8 +117,8 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         raise UsageError(
             f"--resume cannot change {keys}: the checkpoint was trained with them; only "
             "train.iterations, train.time_limit_minutes, train.checkpoint_minutes, "
-            "train.threads, sampler.backend/workers/ray_address/max_restarts, data.dir and "
-            "eval.* may change (start a new run for the others)"
+            "train.threads, train.device, sampler.backend/workers/ray_address/max_restarts, "
+            "data.dir and eval.* may change (start a new run for the others)"
         )
 
 

@@ -53,6 +53,21 @@ def trial_grid(grid: dict[str, list[Any]], seeds: int, base_seed: int) -> list[d
     return trials
 
 
+def trial_resources(config: Any) -> dict[str, float]:
+    """What a trial asks Ray for: one CPU, and one GPU when its learner trains on CUDA (Ray
+    then makes that GPU the trial's ``cuda:0``)."""
+    cuda = config.train.torch_device.type == "cuda"
+    return {"cpu": 1, "gpu": 1} if cuda else {"cpu": 1}
+
+
+def _placement(params: dict[str, Any]) -> Any:
+    """A trial's resources as Tune takes them from its parameters."""
+    from ray import tune
+
+    resources = params["trial"]["resources"]
+    return tune.PlacementGroupFactory([{k.upper(): v for k, v in resources.items()}])
+
+
 def _run_trial(trial: dict[str, Any]) -> dict[str, Any]:
     """A Tune trainable: one ordinary run into the trial's folder; returns its summary."""
     from metarl.trainer import train
@@ -77,9 +92,12 @@ def sweep(
     parallel: int | None = None,
     time_limit: float | None = None,
     ray_address: str = "",
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the grid as Ray Tune trials, ``parallel`` at a time (default: one per CPU), and
-    return one row per trial: label, seed, status, the final headline metric, wall time."""
+    return one row per trial: label, seed, status, the final headline metric, wall time.
+    ``device`` (``--device``) is every trial's ``train.device``; a trial on CUDA asks Ray
+    for a GPU (:func:`trial_resources`)."""
     from ray import tune
 
     from metarl.experiment import build_config, resolve_config
@@ -87,9 +105,17 @@ def sweep(
 
     config = resolve_config(build_config(experiment))  # fail now on a bad name
     grid = parse_grid(assignments)
+    if device is not None:
+        if "train.device" in grid:
+            raise UsageError("--device and --set train.device: give only one")
+        grid["train.device"] = [device]
     trials = trial_grid(grid, seeds, config.seed)
-    for trial in trials[::seeds]:  # every configuration resolves
-        resolve_config(build_config(experiment, trial["overrides"]))
+    for first in range(0, len(trials), seeds):  # every configuration resolves
+        resources = trial_resources(
+            resolve_config(build_config(experiment, trials[first]["overrides"]))
+        )
+        for trial in trials[first : first + seeds]:
+            trial["resources"] = resources
     path = Path(out or runs.default_run_dir(f"{config.name}-sweep")).resolve()
     runs.check_new_run_dir(path)
     path.mkdir(parents=True)
@@ -99,7 +125,7 @@ def sweep(
     runs.write_json(path / SWEEP, {"experiment": config.name, "grid": grid, "trials": trials})
     init_ray(ray_address)
     tuner = tune.Tuner(
-        tune.with_resources(lambda params: _run_trial(params["trial"]), {"cpu": 1}),
+        tune.with_resources(lambda params: _run_trial(params["trial"]), _placement),
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(max_concurrent_trials=parallel),
         run_config=tune.RunConfig(storage_path=str(path / ".tune"), name="tune", verbose=0),

@@ -94,6 +94,7 @@ def train(
     resume: str | Path | None = None,
     time_limit: float | None = None,
     data_dir: str | Path | None = None,
+    device: str | None = None,
     progress: bool = True,
 ) -> Run:
     """Train an experiment by name (``configs/NAME.yaml``) or path and return the run.
@@ -107,6 +108,8 @@ def train(
         resume: a run folder to continue from its checkpoint.
         time_limit: stop cleanly after this many minutes (checkpoint and summary written).
         data_dir: few-shot experiments: the dataset folder (overrides ``data.dir``).
+        device: where the learner trains (overrides ``train.device``: auto, cpu, cuda,
+            cuda:N or mps); checked before the run folder is made.
         progress: show a progress bar.
 
     Example:
@@ -125,8 +128,9 @@ def train(
     for key, value in (("backend", backend), ("workers", workers), ("ray_address", ray_address)):
         if value is not None:
             raw.setdefault("sampler", {})[key] = value
-    if time_limit is not None:
-        raw.setdefault("train", {})["time_limit_minutes"] = time_limit
+    for key, value in (("time_limit_minutes", time_limit), ("device", device)):
+        if value is not None:
+            raw.setdefault("train", {})[key] = value
     raw = apply_fewshot_options(raw, data_dir=data_dir)
     config = resolve_config(raw)
     _check_sampler(config, workers_given=workers is not None)

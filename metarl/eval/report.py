@@ -23,6 +23,7 @@ def evaluate_run(
     shots: int | None = None,
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run in ``path`` on held-out tasks and write its report.
 
@@ -33,6 +34,8 @@ def evaluate_run(
         data_dir: few-shot runs only: where the dataset is (default: the config's).
         overrides: ``eval.KEY=VALUE`` settings of this evaluation (``--set``); other
             sections describe the trained run and are refused.
+        device: where the model evaluates (``--device``; default: the run's
+            ``train.device``); a checkpoint from any device loads onto it.
 
     Returns:
         the ``eval.json`` dictionary (schema in DESIGN.md). Few-shot runs also keep a copy
@@ -40,10 +43,12 @@ def evaluate_run(
     """
     path = Path(path)
     if is_sweep(path):
-        return _evaluate_sweep(path, episodes, ways, shots, data_dir, overrides)
+        return _evaluate_sweep(path, episodes, ways, shots, data_dir, overrides, device)
     raw = runs.read_run_config(path)
     if "sampler" in raw:
         raw["sampler"] = {**raw["sampler"], "backend": "local"}
+    if device is not None:
+        raw["train"] = {**(raw.get("train") or {}), "device": device}
     raw = apply_fewshot_options(raw, ways=ways, shots=shots, data_dir=data_dir)
     for assignment in overrides:
         if not assignment.strip().startswith("eval."):
@@ -79,6 +84,7 @@ def _evaluate_sweep(
     shots: int | None,
     data_dir: str | Path | None,
     overrides: Sequence[str],
+    device: str | None,
 ) -> dict[str, Any]:
     """Evaluate every finished trial of a sweep; aggregate by configuration."""
     sweep = runs.read_json(path / SWEEP)
@@ -87,7 +93,13 @@ def _evaluate_sweep(
         if not (Path(trial["path"]) / runs.CHECKPOINT).is_file():
             continue  # a failed trial
         report = evaluate_run(
-            trial["path"], episodes, ways=ways, shots=shots, data_dir=data_dir, overrides=overrides
+            trial["path"],
+            episodes,
+            ways=ways,
+            shots=shots,
+            data_dir=data_dir,
+            overrides=overrides,
+            device=device,
         )
         reports.append((trial, report))
     if not reports:

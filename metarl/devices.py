@@ -1,0 +1,59 @@
+"""Where a run's learner computes: ``train.device`` resolved to a ``torch.device``, checked
+against this machine, and the moves between it and the CPU that environments and rollout
+workers use.
+
+Environments and rollout workers stay on the CPU (they act step by step on small batches);
+the learner's model, optimiser state and batches live on the run's device.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from metarl.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported on first use: 'metarl list' reads configs without it
+    import torch
+    from torch import Tensor
+
+CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(text: str, key: str = "train.device") -> torch.device:
+    """The device that ``text`` names on this machine: ``auto`` (CUDA where available,
+    else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ConfigError in one line naming
+    ``key`` when the string is unknown or this machine does not have that device."""
+    import torch
+
+    text = text.strip().lower() if isinstance(text, str) else text
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text) if isinstance(text, str) else None
+    if match:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(match.group(1) or 0)
+        if index >= count:
+            where = f"this machine has {count} CUDA device{'s' * (count != 1)}"
+            raise ConfigError(
+                f"config key '{key}': got {text!r}, but {where} (use --device cpu or auto)"
+            )
+        return torch.device("cuda", index)
+    if text == "mps":
+        if sys.platform != "darwin" or not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"config key '{key}': got 'mps', but Apple's Metal (MPS) is not available "
+                "on this machine (use --device cpu or auto)"
+            )
+        return torch.device("mps")
+    raise ConfigError(f"config key '{key}': got {text!r}, expected {CHOICES}")
+
+
+def on_cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` (weights, or a task's adapted parameters) detached and on the CPU: what
+    rollout workers act with, in this process or as Ray actors without a GPU."""
+    return {name: value.detach().cpu() for name, value in state.items()}

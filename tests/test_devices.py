@@ -1,0 +1,109 @@
+"""Device selection: ``train.device`` / ``--device`` resolved and checked against the machine
+before anything is written."""
+
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.config import TrainConfig
+from metarl.devices import on_cpu, resolve_device
+from metarl.errors import ConfigError
+from metarl.experiment import check_resume
+
+
+@pytest.fixture
+def one_gpu(monkeypatch):
+    """This machine as one with a single CUDA device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def test_auto_is_cuda_where_there_is_one_else_the_cpu(monkeypatch, no_gpu):
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert TrainConfig().device == "auto"
+
+
+def test_cuda_and_cuda_n_resolve_on_a_one_gpu_machine(one_gpu):
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("gpu", "got 'gpu', expected auto, cpu, cuda, cuda:N or mps"),
+        ("cuda:x", "got 'cuda:x', expected"),
+        ("cuda:7", "got 'cuda:7', but this machine has 1 CUDA device "),
+        ("cuda:1", "got 'cuda:1', but this machine has 1 CUDA device "),
+        ("mps", "Metal (MPS) is not available"),
+    ],
+)
+def test_bad_devices_are_refused_naming_the_key(one_gpu, monkeypatch, text, fragment):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="config key 'train.device'") as err:
+        TrainConfig(device=text)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cuda_without_a_gpu_is_refused(no_gpu):
+    with pytest.raises(ConfigError, match="this machine has 0 CUDA devices"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "snail-bandit", "--device", "tpu"],
+        ["train", "snail-bandit", "--device", "cuda:7"],
+        ["train", "snail-bandit", "--set", "train.device=mps"],
+        ["sweep", "snail-bandit", "--set", "ppo.lr=1e-3,3e-3", "--device", "cuda:7"],
+    ],
+)
+def test_cli_exits_2_with_one_line_and_writes_nothing(one_gpu, monkeypatch, tmp_path, capsys, argv):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out = tmp_path / "run"
+    code = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metarl: error:"), err
+    assert "train.device" in lines[0]
+    assert not out.exists()
+
+
+def test_eval_refuses_a_device_this_machine_lacks(no_gpu, tmp_path, capsys):
+    import metarl
+
+    run = metarl.train(
+        "lstm-bandit",
+        out=tmp_path / "run",
+        progress=False,
+        device="cpu",
+        overrides={"trials_per_iteration": 8, "sampler.shards": 2, "train.iterations": 1},
+    )
+    code = main(["eval", str(run.path), "--device", "cuda", "--episodes", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "0 CUDA devices" in err and len(err.strip().splitlines()) == 1
+    assert not (run.path / "eval.json").exists()
+
+
+def test_the_device_may_change_on_resume():
+    trained = {"train": {"device": "cuda", "iterations": 2}, "ppo": {"lr": 0.1}}
+    check_resume(trained, {"train": {"device": "cpu", "iterations": 4}, "ppo": {"lr": 0.1}})
+
+
+def test_on_cpu_detaches_and_moves_weights():
+    weight = torch.ones(2, requires_grad=True) * 2
+    copy = on_cpu({"w": weight})
+    assert copy["w"].device.type == "cpu" and not copy["w"].requires_grad
+    assert torch.equal(copy["w"], torch.full((2,), 2.0))
