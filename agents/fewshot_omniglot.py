@@ -468,7 +468,7 @@ class EpisodeUpdate:
     def __init__(self, agent: FewShotAgent) -> None:
         self.model, self.episodes = agent.model, agent.config.episodes
         ways, shots, queries = self.episodes.ways, self.episodes.shots, self.episodes.queries
-        self.sampler = EpisodeSampler(agent.splits.train, ways, shots, queries, "train")
+        self.sampler = EpisodeSampler(agent.images["train"], ways, shots, queries, "train")
 
     def sample(self, rng: np.random.Generator) -> Episodes:
         """A meta-batch; with ``vary_shots``, of K drawn from 1..shots."""
@@ -522,13 +522,16 @@ class PretrainUpdate:
     of ``batch`` images."""
 
     def __init__(self, agent: FewShotAgent, batch: int) -> None:
-        self.model, self.images, self.batch = agent.model, agent.splits.train, batch
+        self.model, self.images, self.batch = agent.model, agent.images["train"], batch
 
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
         images, size = self.images, self.batch
-        classes = rng.integers(len(images), size=size)
-        x = to_float(images[classes, rng.integers(images.shape[1], size=size)]).unsqueeze(1)
-        y = torch.from_numpy(classes)
+        classes, drawings = (
+            torch.as_tensor(rng.integers(n, size=size), device=images.device)
+            for n in images.shape[:2]
+        )
+        x = to_float(images[classes, drawings]).unsqueeze(1)
+        y = classes
         logits = self.model.pretrain_logits(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -536,8 +539,9 @@ class PretrainUpdate:
 
 
 class TrainedClassifier:
-    """What every Omniglot classifier agent holds: the splits, the model, Adam with a step
-    learning-rate schedule, the last validation accuracy, and their checkpoint.
+    """What every Omniglot classifier agent holds: the splits (and their images on the
+    run's device, put there once), the model, Adam with a step learning-rate schedule, the
+    last validation accuracy, and their checkpoint.
 
     Args:
         config: the experiment, with ``data``, ``optim`` and ``seed``.
@@ -557,8 +561,13 @@ class TrainedClassifier:
             image_size=data.image_size,
             progress=progress,
         )
+        self.device = config.train.torch_device
+        self.images = {  # episodes are gathered on the device, by index
+            name: torch.as_tensor(getattr(self.splits, name), device=self.device)
+            for name in ("train", "val", "test")
+        }
         torch.manual_seed(config.seed)
-        self.model = build(self.splits)
+        self.model = build(self.splits).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
         self.schedule = torch.optim.lr_scheduler.StepLR(
             self.optimizer, config.optim.decay_every, config.optim.decay
@@ -624,7 +633,7 @@ class FewShotAgent(TrainedClassifier):
         ev = self.config.eval
         report = evaluate_classifier(
             self.model,
-            self.splits.val,
+            self.images["val"],
             ways=ev.ways,
             shots=ev.shots,
             queries=ev.queries,
@@ -640,7 +649,7 @@ class FewShotAgent(TrainedClassifier):
         self.config.learner.check_setting(ev.ways, ev.shots)
         return evaluate_classifier(
             self.model,
-            self.splits.test,
+            self.images["test"],
             ways=ev.ways,
             shots=ev.shots,
             queries=ev.queries,

@@ -23,6 +23,7 @@ from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
+from metarl.devices import on_cpu
 from metarl.errors import UsageError
 from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
@@ -170,8 +171,9 @@ class MetaPGAgent:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.device = config.train.torch_device
         torch.manual_seed(config.seed)
-        self.policy = build_policy(config)
+        self.policy = build_policy(config).to(self.device)  # workers act on CPU copies
         learner = config.learner
         self.learner = MetaPolicyGradient(
             self.policy,
@@ -216,12 +218,14 @@ class MetaPGAgent:
             sequence = np.random.SeedSequence([*seed, step])
             shard_seeds = [int(s) for s in sequence.generate_state(self.config.sampler.shards)]
             shards = [
-                TaskShard(shard_seed, tasks[lo:hi], params[lo:hi])
+                TaskShard(shard_seed, tasks[lo:hi], [on_cpu(p) for p in params[lo:hi]])
                 for shard_seed, lo, hi in zip(shard_seeds, bounds[:-1], bounds[1:], strict=True)
                 if hi > lo
             ]
             batches = split_tasks(self.sampler.sample(None, shards))
-            episodes.append([task_episodes(b, learner.gamma, learner.gae_lambda) for b in batches])
+            episodes.append(
+                [task_episodes(b, learner.gamma, learner.gae_lambda, self.device) for b in batches]
+            )
             returns.append([b["returns"].mean() for b in batches])
             env_steps += int(sum(b["mask"].sum() for b in batches))
             if step < steps:
@@ -260,7 +264,8 @@ class MetaPGAgent:
         """Mean return per task (len(tasks), steps + 1) before and after each inner
         policy-gradient step from the parameters ``policy_state``, sampling
         ``episodes_per_task`` episodes per step as in training."""
-        theta = {k: v.detach() for k, v in policy_state.items()}  # the policy has no buffers
+        # the policy has no buffers; a checkpoint's state may come from another device
+        theta = {k: v.detach().to(self.device) for k, v in policy_state.items()}
         return self.rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
 
     def pretrained_state(self) -> tuple[dict[str, torch.Tensor], int]:

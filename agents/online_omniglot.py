@@ -109,10 +109,10 @@ class OnlineOmniglotAgent(TrainedClassifier):
     def __init__(self, config: Config, progress: bool = True) -> None:
         super().__init__(config, lambda splits: build_model(config), progress)
         episodes = config.episodes
-        self.sampler = self._sampler(self.splits.train, episodes.ways, "train")
-        self._sampler(self.splits.val, config.eval.ways, "validation")  # fail now, not later
+        self.sampler = self._sampler(self.images["train"], episodes.ways, "train")
+        self._sampler(self.images["val"], config.eval.ways, "validation")  # fail now, not later
 
-    def _sampler(self, images: np.ndarray, ways: int, split: str) -> EpisodeSampler:
+    def _sampler(self, images: torch.Tensor, ways: int, split: str) -> EpisodeSampler:
         return EpisodeSampler(images, ways, self.config.episodes.instances, 0, split)
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
@@ -128,7 +128,9 @@ class OnlineOmniglotAgent(TrainedClassifier):
         self.schedule.step()
         by_instance = accuracy_by_instance(logits.detach(), batch.support_y, batch.ways)
         if (iteration + 1) % cfg.eval.val_every == 0:
-            self.val_accuracy = self._accuracy(self.splits.val, cfg.eval.val_episodes)[:, 1].mean()
+            self.val_accuracy = self._accuracy(self.images["val"], cfg.eval.val_episodes)[
+                :, 1
+            ].mean()
         return {
             "accuracy": float(by_instance[1:].mean()),
             "accuracy_1st": float(by_instance[0]),
@@ -140,7 +142,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
         }
 
     @torch.no_grad()
-    def _accuracy(self, images: np.ndarray, episodes: int) -> np.ndarray:
+    def _accuracy(self, images: torch.Tensor, episodes: int) -> np.ndarray:
         """Per-episode accuracy by instance (episodes, instances) on seeded episodes."""
         ways = self.config.eval.ways
         sampler = self._sampler(images, ways, "test")
@@ -151,7 +153,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
             batch = sampler.sample(rng, min(50, episodes - start))
             logits = self.model(batch.support_x, batch.support_y, ways)
             rows += [
-                accuracy_by_instance(lg[None], y[None], ways).numpy()
+                accuracy_by_instance(lg[None], y[None], ways).cpu().numpy()
                 for lg, y in zip(logits, batch.support_y, strict=True)
             ]
         return np.stack(rows)
@@ -163,7 +165,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
             raise UsageError(
                 f"this model reads at most {self.config.episodes.ways} classes, got {ev.ways}"
             )
-        accuracy = self._accuracy(self.splits.test, episodes)
+        accuracy = self._accuracy(self.images["test"], episodes)
         value, ci95 = mean_ci95(accuracy[:, 1]) if instances > 1 else mean_ci95(accuracy[:, 0])
         x = [i for i in REPORTED_INSTANCES if i <= instances]
         return {

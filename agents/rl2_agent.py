@@ -19,6 +19,7 @@ from gymnasium.vector import VectorEnv
 from metarl.backbones.config import ModelConfig
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require
+from metarl.devices import on_cpu
 from metarl.learners.rl2 import RL2, PPOConfig
 from metarl.policies import RecurrentActorCritic, rl2_input_size
 from metarl.rollout import RolloutWorker, Shard, make_sampler
@@ -99,9 +100,10 @@ class RL2Agent:
         max_len: int,
     ) -> None:
         self.config = config
+        self.device = config.train.torch_device
         torch.manual_seed(config.seed)
         make_policy = functools.partial(build_policy, config.model, obs_size, num_actions, max_len)
-        self.policy = make_policy()
+        self.policy = make_policy().to(self.device)  # workers act on CPU copies of it
         self.learner = RL2(self.policy, config.ppo)
         self.worker_kwargs = {"make_env": make_env, "make_policy": make_policy}
         self.sampler = make_sampler(config.sampler, self.worker_kwargs)
@@ -111,8 +113,8 @@ class RL2Agent:
         seeds = shard_seeds(cfg.seed, iteration, cfg.sampler.shards)
         sizes = _split(cfg.trials_per_iteration, cfg.sampler.shards)
         shards = [Shard(seed, size) for seed, size in zip(seeds, sizes, strict=True)]
-        batch = concat_batches(self.sampler.sample(self.policy.state_dict(), shards))
-        tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
+        batch = concat_batches(self.sampler.sample(on_cpu(self.policy.state_dict()), shards))
+        tensors = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
         for key in ("mask", "dones", "rewards"):
             tensors[key] = tensors[key].float()
         generator = torch.Generator().manual_seed(seeds[0])
@@ -147,7 +149,7 @@ class RL2Agent:
             )
             for i in range(0, len(tasks), chunk)
         ]
-        return concat_batches(worker.sample(self.policy.state_dict(), shards))
+        return concat_batches(worker.sample(on_cpu(self.policy.state_dict()), shards))
 
     def state_dict(self) -> dict[str, Any]:
         return {

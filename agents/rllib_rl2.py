@@ -99,7 +99,9 @@ class Config:
     Attributes:
         name: experiment name.
         agent: the recipe.
-        seed: RLlib's seed (weights, environments, shuffling)."""
+        seed: RLlib's seed (weights, environments, shuffling).
+        train: ``train.device`` must be ``auto`` or ``cpu``: this baseline's learner is
+            RLlib's own, on the CPU (a small LSTM; its GPU settings are RLlib's business)."""
 
     name: str
     agent: str
@@ -117,6 +119,12 @@ class Config:
             "ppo.train_batch_size",
             self.ppo.train_batch_size,
             f"at least one trial (env.horizon = {self.env.horizon} steps)",
+        )
+        require(
+            self.train.device in ("auto", "cpu"),
+            "train.device",
+            self.train.device,
+            "auto or cpu (RLlib's learner runs on the CPU in this recipe)",
         )
 
 

@@ -1,6 +1,8 @@
 """The episodic sampler: N-way K-shot tasks with Q queries per class from a class array.
 
-A split is a uint8 array (classes, drawings, H, W) with ink bright. An episode draws
+A split is a uint8 array (classes, drawings, H, W) with ink bright: a NumPy array, or a
+tensor on the learner's device, where episodes are then gathered by index with no copy of
+images from the host (only the indices travel). An episode draws
 ``ways`` distinct classes, then ``shots + queries`` distinct drawings of each; labels
 ``0..ways-1`` are assigned in the order the classes were drawn. Support and query sets
 are shuffled so that sequence models (SNAIL) never see a class-sorted support set.
@@ -60,7 +62,8 @@ class EpisodeSampler:
     """Draws N-way K-shot episodes from the classes of one split.
 
     Args:
-        images: uint8 array (classes, drawings, H, W).
+        images: uint8 array or tensor (classes, drawings, H, W); episodes come out on its
+            device.
         ways, shots, queries: N, K and Q (queries per class; 0 for the online protocol,
             which reads the support set as a sequence and has no queries).
         split: the split's name, for error messages.
@@ -71,7 +74,7 @@ class EpisodeSampler:
     """
 
     def __init__(
-        self, images: np.ndarray, ways: int, shots: int, queries: int, split: str = "test"
+        self, images: np.ndarray | Tensor, ways: int, shots: int, queries: int, split: str = "test"
     ) -> None:
         for name, value, least in (("ways", ways, 1), ("shots", shots, 1), ("queries", queries, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -92,30 +95,39 @@ class EpisodeSampler:
         self, rng: np.random.Generator, batch: int = 1, shots: int | None = None
     ) -> Episodes:
         """``batch`` independent episodes drawn with ``rng``, with ``shots`` (at most the
-        sampler's) support images per class instead of the sampler's K if given."""
+        sampler's) support images per class instead of the sampler's K if given. The draws
+        are made in NumPy, so the episodes are the same whatever device holds the images."""
         n, k, q = self.ways, self.shots if shots is None else shots, self.queries
         if not 1 <= k <= self.shots:
             raise ValueError(f"shots must be in 1..{self.shots}, got {shots}")
         classes, drawings = self.images.shape[:2]
         picked = np.stack([rng.choice(classes, n, replace=False) for _ in range(batch)])
         order = rng.random((batch, n, drawings)).argsort(-1)[..., : k + q]
-        images = self.images[picked[..., None], order]  # (B, N, K+Q, H, W)
-        labels = np.broadcast_to(np.arange(n)[None, :, None], (batch, n, k + q))
+        classes_of = np.broadcast_to(picked[..., None], order.shape)  # (B, N, K+Q)
+        labels = np.broadcast_to(np.arange(n)[None, :, None], order.shape)
         support_perm = rng.permuted(np.tile(np.arange(n * k), (batch, 1)), axis=1)
         query_perm = rng.permuted(np.tile(np.arange(n * q), (batch, 1)), axis=1)
 
         def flat(part: slice, perm: np.ndarray) -> tuple[Tensor, Tensor]:
-            x = images[:, :, part].reshape(batch, -1, *images.shape[-2:])
-            y = labels[:, :, part].reshape(batch, -1)
-            x = np.take_along_axis(x, perm[..., None, None], 1)
-            y = np.take_along_axis(y, perm, 1)
-            return to_float(x).unsqueeze(2), torch.from_numpy(y.copy())
+            c, d, y = (
+                np.take_along_axis(a[:, :, part].reshape(batch, -1), perm, 1)
+                for a in (classes_of, order, labels)
+            )
+            if isinstance(self.images, Tensor):
+                device = self.images.device
+                x = self.images[
+                    torch.as_tensor(c, device=device), torch.as_tensor(d, device=device)
+                ]
+                return to_float(x).unsqueeze(2), torch.as_tensor(y, device=device)
+            return to_float(self.images[c, d]).unsqueeze(2), torch.from_numpy(y)
 
         support_x, support_y = flat(slice(0, k), support_perm)
         query_x, query_y = flat(slice(k, k + q), query_perm)
         return Episodes(support_x, support_y, query_x, query_y, n, k)
 
 
-def to_float(images: np.ndarray) -> Tensor:
-    """uint8 images as float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+def to_float(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 images as float32 in [0, 1], on the device of a tensor given."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    return images.float().div_(255.0)

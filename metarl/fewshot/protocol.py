@@ -61,7 +61,7 @@ def pixel_nn_logits(episodes: Episodes) -> Tensor:
 @torch.no_grad()
 def evaluate_classifier(
     model: EpisodicClassifier,
-    images: np.ndarray,
+    images: np.ndarray | Tensor,
     *,
     ways: int,
     shots: int,
@@ -75,7 +75,8 @@ def evaluate_classifier(
 
     Args:
         model: the classifier, evaluated in ``eval()`` mode.
-        images: the test split, uint8 (classes, drawings, H, W).
+        images: the test split, uint8 (classes, drawings, H, W), on the model's device
+            (a NumPy array: the CPU).
         ways, shots, queries: the episodes' N, K and queries per class.
         episodes: number of test episodes.
         seed: seeds the episodes: equal seeds give every learner the same episodes.
@@ -113,7 +114,7 @@ def evaluate_classifier(
                 steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
     finally:
         model.train(was_training)
-    agent_acc, pixel_acc = torch.cat(agent[shots]).numpy(), torch.cat(pixel[shots]).numpy()
+    agent_acc, pixel_acc = (torch.cat(s[shots]).cpu().numpy() for s in (agent, pixel))
     value, ci95 = mean_ci95(agent_acc)
     pixel_value, pixel_ci95 = mean_ci95(pixel_acc)
 
@@ -147,7 +148,7 @@ def evaluate_classifier(
         },
     }
     if steps:
-        by_episode = torch.cat(steps)[:curve_episodes]
+        by_episode = torch.cat(steps)[:curve_episodes].cpu()
         points = by_episode.shape[1]
         report["curve_of"] = "inner_steps"
         report["gains"] = gains(by_episode.numpy(), list(range(1, points)))

@@ -11,7 +11,9 @@ from torch import Tensor
 def features(obs: Tensor, mask: Tensor) -> Tensor:
     """(s, s², t, t², t³, 1) with t = step / 100, zero on padded steps; (E, T, 2·D + 4)."""
     steps, horizon = obs.shape[:2]
-    t = (torch.arange(horizon, dtype=obs.dtype) / 100.0).expand(steps, horizon)[..., None]
+    t = (torch.arange(horizon, dtype=obs.dtype, device=obs.device) / 100.0).expand(steps, horizon)[
+        ..., None
+    ]
     obs = obs.clamp(-10, 10)
     feats = torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
     return feats * mask[..., None]
@@ -25,7 +27,7 @@ def fit_predict(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -
     x = features(obs, mask).reshape(-1, 2 * obs.shape[-1] + 4).double()
     g = returns.reshape(-1, 1).double()
     gram, target = x.T @ x, x.T @ g
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     for _ in range(5):
         weights, info = torch.linalg.solve_ex(gram + reg * eye, target)
         if info.item() == 0 and torch.isfinite(weights).all():

@@ -43,11 +43,18 @@ class TaskEpisodes(NamedTuple):
     advantages: Tensor
 
 
-def task_episodes(batch: dict[str, np.ndarray], gamma: float, gae_lambda: float) -> TaskEpisodes:
-    """Advantages for one task's episodes (arrays (E, T, ...) as a worker returns them): GAE
-    on the linear baseline fitted to these episodes, normalised over the valid steps."""
-    obs, actions = torch.tensor(batch["obs"]), torch.tensor(batch["actions"])
-    rewards, mask = torch.tensor(batch["rewards"]), torch.tensor(batch["mask"])
+def task_episodes(
+    batch: dict[str, np.ndarray],
+    gamma: float,
+    gae_lambda: float,
+    device: torch.device | str = "cpu",
+) -> TaskEpisodes:
+    """Advantages for one task's episodes (arrays (E, T, ...) as a worker returns them),
+    computed on ``device``, the learner's: GAE on the linear baseline fitted to these
+    episodes, normalised over the valid steps."""
+    obs, actions, rewards, mask = (
+        torch.tensor(batch[key], device=device) for key in ("obs", "actions", "rewards", "mask")
+    )
     ends = mask - torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
     _, returns = gae(rewards, torch.zeros_like(rewards), ends, gamma, 1.0)  # G_t: λ = 1, V = 0
     values = fit_predict(obs, returns, mask)

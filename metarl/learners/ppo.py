@@ -33,8 +33,9 @@ def gae(
         advantages and returns (advantages + values), both (B, T).
     """
     batch, horizon = rewards.shape
-    next_value = torch.zeros(batch, dtype=values.dtype) if last_values is None else last_values
-    advantage = torch.zeros(batch, dtype=values.dtype)
+    zeros = values.new_zeros(batch)  # on the values' device
+    next_value = zeros if last_values is None else last_values
+    advantage = zeros
     advantages = torch.zeros_like(values)
     for t in reversed(range(horizon)):
         not_done = 1.0 - dones[:, t]

@@ -69,7 +69,8 @@ class RL2:
 
     def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
         """One PPO update on a batch with keys inputs (B,T,D), actions, logp, values,
-        rewards, dones, mask (B,T). ``generator`` shuffles the minibatches."""
+        rewards, dones, mask (B,T), on the policy's device. ``generator`` shuffles the
+        minibatches (a CPU generator shuffles batches on any device alike)."""
         cfg = self.config
         mask = batch["mask"]
         advantages, returns = gae(
@@ -85,7 +86,7 @@ class RL2:
             "clip_fraction": [],
         }
         for _ in range(cfg.epochs):
-            order = torch.randperm(num_trials, generator=generator)
+            order = torch.randperm(num_trials, generator=generator, device=generator.device)
             for start in range(0, num_trials, size):
                 idx = order[start : start + size]
                 m = mask[idx]

@@ -99,11 +99,10 @@ class EpisodeWorker:
             "mask": np.zeros((count, horizon), dtype=np.float32),
         }
         alive = np.ones(count, dtype=bool)
-        for t in range(horizon):
-            dist = functional_call(
-                self.policy, params, (torch.as_tensor(obs, dtype=torch.float32),)
-            )
-            noise = torch.randn(dist.mean.shape, generator=generator)
+        for t in range(horizon):  # on the CPU, with CPU copies of the learner's parameters
+            inputs = torch.as_tensor(obs, dtype=torch.float32, device="cpu")
+            dist = functional_call(self.policy, params, (inputs,))
+            noise = torch.randn(dist.mean.shape, generator=generator, device="cpu")
             action = (dist.mean + dist.stddev * noise).numpy()
             out["obs"][:, t], out["actions"][:, t], out["mask"][:, t] = obs, action, alive
             obs, reward, terminated, truncated, _ = envs.step(np.clip(action, self.low, self.high))

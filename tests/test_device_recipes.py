@@ -1,0 +1,215 @@
+"""Every recipe on an explicit device: trained and evaluated with ``--device cpu``, checkpoints
+loaded across devices, and no learner creating a tensor on the default device instead of its
+model's.
+
+The consistency check runs a training iteration with ``meta`` as torch's default device
+(:func:`on_meta_default`): a tensor made without ``device=`` then lands on ``meta``, and the
+first operation mixing it with the model's CPU tensors fails (as it would on CUDA), while
+tensors made on the model's device, or from NumPy, are unaffected.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import metarl
+from metarl.cli import main
+from metarl.experiment import build_config, resolve_config
+from metarl.registry import get_recipe
+from metarl.runs import load_checkpoint, read_json
+from tests.test_maml_rl import TINY as META_PG
+from tests.test_rllib_baseline import TINY as RLLIB
+
+SMALL_SNAIL = {"model.blocks": ["tc 8", "attention 8 8"], "model.projection_size": 8}
+SMALL_MANN = {"model.hidden_size": 16, "model.memory_slots": 8, "model.memory_width": 4}
+BANDIT = {"trials_per_iteration": 16, "sampler.shards": 2, "ppo.minibatches": 2}
+MAZE = {**BANDIT, "trials_per_iteration": 8, "env.size": 3, "env.max_episode_steps": 12}
+FEWSHOT = {
+    "data.protocol": "lake",
+    "episodes.ways": 5,
+    "episodes.shots": 1,
+    "episodes.queries": 2,
+    "learner.channels": 8,
+    "eval.val_episodes": 4,
+}
+ONLINE = {
+    "data.protocol": "lake",
+    "channels": 8,
+    "episodes.meta_batch": 2,
+    "episodes.instances": 3,
+    **SMALL_MANN,
+    "model.read_heads": 1,
+    "eval.val_episodes": 4,
+}
+NO_MUJOCO = importlib.util.find_spec("mujoco") is None
+
+# one experiment per recipe (and the locomotion family of maml-rl), trained and evaluated
+RECIPES = {
+    "snail-bandit": BANDIT | SMALL_SNAIL,
+    "snail-maze": MAZE | SMALL_SNAIL,
+    "maml-nav2d": META_PG,
+    "maml-halfcheetah-vel": META_PG,
+    "protonet-omniglot": FEWSHOT,
+    "mann-omniglot": ONLINE,
+    "rllib-lstm-bandit": RLLIB,
+}
+EVAL_SETTINGS = {"maml-rl": ["eval.ppo_tasks=0", "eval.pretrain_iterations=1", "eval.steps=1"]}
+
+# every learner and backbone, for the device-consistency check of one training iteration
+LEARNERS = {
+    "snail-bandit": BANDIT | SMALL_SNAIL,
+    "lstm-bandit": BANDIT | {"model.hidden_size": 16},
+    "mann-bandit": BANDIT | SMALL_MANN,
+    "mann-maze": MAZE | SMALL_MANN,
+    "maml-nav2d": META_PG,
+    "reptile-halfcheetah-vel": META_PG,
+    "protonet-omniglot": FEWSHOT,
+    "matchingnet-omniglot": FEWSHOT | {"learner.fce_steps": 2},
+    "relationnet-omniglot": FEWSHOT,
+    "snail-omniglot": FEWSHOT | {"learner.blocks": ["tc 8", "attention 8 8"]},
+    "finetune-omniglot": FEWSHOT | {"learner.pretrain_batch": 8},
+    "maml-omniglot": FEWSHOT | {"episodes.meta_batch": 2},
+    "protomaml-omniglot": FEWSHOT | {"episodes.meta_batch": 2},
+    "reptile-omniglot": FEWSHOT | {"episodes.meta_batch": 2, "learner.inner_steps": 2},
+    "metanet-omniglot": FEWSHOT,
+    "mann-omniglot": ONLINE,
+}
+
+
+def needs(name: str, request: pytest.FixtureRequest) -> list[str]:
+    """Skip what this machine cannot run; the command-line options the experiment needs."""
+    if "halfcheetah" in name and NO_MUJOCO:
+        pytest.skip("MuJoCo is not installed")
+    if name.endswith("-omniglot"):
+        return ["--data-dir", str(request.getfixturevalue("omniglot_data"))]
+    return []
+
+
+def sets(overrides: dict) -> list[str]:
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_trains_and_evaluates_with_device_cpu(name, request, tmp_path, capsys):
+    data = needs(name, request)
+    out = tmp_path / "run"
+    overrides = {**RECIPES[name], "train.iterations": 2}
+    code = main(
+        ["train", name, "--device", "cpu", "--out", str(out), "--no-progress"]
+        + sets(overrides)
+        + data
+    )
+    assert code == 0, capsys.readouterr().err
+    recipe = resolve_config(build_config(None, resume=out)).agent
+    settings = sets(dict(s.split("=") for s in EVAL_SETTINGS.get(recipe, [])))
+    code = main(["eval", str(out), "--device", "cpu", "--episodes", "4", *settings, *data])
+    assert code == 0, capsys.readouterr().err
+    report = read_json(out / "eval.json")
+    assert report["trained_iterations"] == 2 and np.isfinite(report["value"])
+    assert load_checkpoint(out)["config"]["train"]["device"] == "cpu"
+
+
+def build_agent(name: str, request: pytest.FixtureRequest, device: str = "cpu"):
+    data = needs(name, request)
+    raw = build_config(name, {**LEARNERS[name], "train.device": device})
+    if data:
+        raw["data"]["dir"] = data[1]
+    config = resolve_config(raw)
+    agent = get_recipe(config.agent).build(config)
+    request.addfinalizer(agent.close)
+    return agent
+
+
+def on_meta_default(train_iteration, iteration: int = 0) -> dict:
+    """``train_iteration(iteration)`` with ``meta`` as torch's default device."""
+    with torch.device("meta"):
+        return train_iteration(iteration)
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_no_learner_creates_tensors_on_the_default_device(name, request):
+    agent = build_agent(name, request)
+    metrics = on_meta_default(agent.train_iteration)
+    assert np.isfinite(metrics[agent.headline])
+
+
+class ToyLearner:
+    """A learner that adds a bias to its model's output: on the model's device when
+    ``careful``, on the default device (the bug the check is for) otherwise."""
+
+    def __init__(self, careful: bool) -> None:
+        self.model, self.careful = nn.Linear(3, 2), careful
+
+    def train_iteration(self, iteration: int) -> dict:
+        out = self.model(torch.from_numpy(np.ones((4, 3), dtype=np.float32)))
+        bias = out.new_zeros(2) if self.careful else torch.zeros(2)
+        loss = (out + bias).pow(2).mean()
+        loss.backward()
+        return {"loss": loss.item()}
+
+
+def test_the_consistency_check_catches_a_tensor_on_the_default_device():
+    assert np.isfinite(on_meta_default(ToyLearner(careful=True).train_iteration)["loss"])
+    with pytest.raises(RuntimeError, match="meta"):
+        on_meta_default(ToyLearner(careful=False).train_iteration)
+
+
+@pytest.mark.parametrize("name", ["snail-bandit", "maml-nav2d", "protonet-omniglot"])
+def test_a_checkpoint_loads_onto_the_cpu(name, request, tmp_path):
+    data = needs(name, request)
+    overrides = {**LEARNERS[name], "train.iterations": 1}
+    run = metarl.train(
+        name,
+        out=tmp_path / "run",
+        overrides=overrides,
+        device="cpu",
+        data_dir=data[1] if data else None,
+        progress=False,
+    )
+    state = load_checkpoint(run.path)["agent"]
+    agent = build_agent(name, request)
+    agent.load_state_dict(state)
+    loaded = agent.state_dict()
+    model = next(v for k, v in loaded.items() if k in ("policy", "model"))
+    saved = state["policy" if "policy" in state else "model"]
+    for key, value in model.items():
+        assert value.device.type == "cpu" and torch.equal(value, saved[key])
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("name", ["snail-bandit", "maml-nav2d", "protonet-omniglot"])
+def test_a_checkpoint_moves_between_cuda_and_cpu(name, request, tmp_path, capsys):
+    data = needs(name, request)
+    overrides = sets({**LEARNERS[name], "train.iterations": 2})
+    for trained, evaluated in (("cuda", "cpu"), ("cpu", "cuda")):
+        out = tmp_path / trained
+        code = main(
+            ["train", name, "--device", trained, "--out", str(out), "--no-progress"]
+            + overrides
+            + data
+        )
+        assert code == 0, capsys.readouterr().err
+        agent = build_agent(name, request, evaluated)
+        agent.load_state_dict(load_checkpoint(out)["agent"])
+        model = agent.policy if hasattr(agent, "policy") else agent.model
+        assert {p.device.type for p in model.parameters()} == {evaluated}
+        settings = sets(dict(s.split("=") for s in EVAL_SETTINGS.get("maml-rl", [])))
+        settings = settings if name.startswith("maml") else []
+        code = main(["eval", str(out), "--device", evaluated, "--episodes", "4", *settings, *data])
+        assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_every_learner_trains_an_iteration_on_cuda(name, request):
+    agent = build_agent(name, request, "cuda")
+    metrics = agent.train_iteration(0)
+    assert np.isfinite(metrics[agent.headline])
