@@ -84,6 +84,9 @@ class SamplerConfig:
             shards, so results do not depend on the backend or the number of workers.
         max_restarts: Ray workers that may die and be replaced within one iteration before
             the run stops (with a checkpoint of the iterations done).
+        gpus_per_worker: GPUs (a fraction allowed) each Ray rollout actor asks for, for
+            model-heavy acting; 0 (the default): actors need no GPU. Workers act on CPU
+            copies of the weights either way.
     """
 
     backend: str = "local"
@@ -91,6 +94,7 @@ class SamplerConfig:
     ray_address: str = ""
     shards: int = 4
     max_restarts: int = 3
+    gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
         require(
@@ -98,6 +102,7 @@ class SamplerConfig:
         )
         require_positive_ints(self, "sampler", ("workers", "shards"))
         require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
+        require(self.gpus_per_worker >= 0, "sampler.gpus_per_worker", self.gpus_per_worker, ">= 0")
 
 
 @dataclasses.dataclass

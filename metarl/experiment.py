@@ -32,6 +32,7 @@ RESUMABLE = (
     "sampler.workers",
     "sampler.ray_address",
     "sampler.max_restarts",
+    "sampler.gpus_per_worker",
     "data.dir",
     "eval.",
 )
@@ -117,8 +118,8 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         raise UsageError(
             f"--resume cannot change {keys}: the checkpoint was trained with them; only "
             "train.iterations, train.time_limit_minutes, train.checkpoint_minutes, "
-            "train.threads, train.device, sampler.backend/workers/ray_address/max_restarts, "
-            "data.dir and eval.* may change (start a new run for the others)"
+            "train.threads, train.device, sampler.backend/workers/ray_address/max_restarts/"
+            "gpus_per_worker, data.dir and eval.* may change (start a new run for the others)"
         )
 
 

@@ -107,3 +107,35 @@ def test_on_cpu_detaches_and_moves_weights():
     copy = on_cpu({"w": weight})
     assert copy["w"].device.type == "cpu" and not copy["w"].requires_grad
     assert torch.equal(copy["w"], torch.full((2,), 2.0))
+
+
+def test_a_sweep_trial_on_cuda_asks_ray_for_a_gpu(one_gpu):
+    from metarl.experiment import build_config, resolve_config
+    from metarl.sweep import _placement, trial_resources
+
+    def resources(device):
+        return trial_resources(resolve_config(build_config("snail-bandit", [device])))
+
+    assert resources("train.device=cuda") == {"cpu": 1, "gpu": 1}
+    assert resources("train.device=cpu") == {"cpu": 1}
+    assert resources("train.device=auto") == {"cpu": 1, "gpu": 1}  # CUDA is there
+    bundle = _placement({"trial": {"resources": {"cpu": 1, "gpu": 1}}}).bundles
+    assert bundle == [{"CPU": 1, "GPU": 1}]
+
+
+def test_rollout_actors_ask_for_the_gpus_the_sampler_section_gives():
+    from metarl.config import SamplerConfig
+    from metarl.rollout.samplers import actor_resources
+
+    assert SamplerConfig().gpus_per_worker == 0
+    assert actor_resources(SamplerConfig().gpus_per_worker) == {"num_cpus": 1}
+    assert actor_resources(0.5) == {"num_cpus": 1, "num_gpus": 0.5}
+    with pytest.raises(ConfigError, match="sampler.gpus_per_worker"):
+        SamplerConfig(gpus_per_worker=-1)
+
+
+def test_the_rllib_baseline_refuses_a_gpu_device(one_gpu):
+    from metarl.experiment import build_config, resolve_config
+
+    with pytest.raises(ConfigError, match="train.device.*auto or cpu"):
+        resolve_config(build_config("rllib-lstm-bandit", ["train.device=cuda"]))

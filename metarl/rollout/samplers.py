@@ -106,6 +106,7 @@ class RaySampler:
         address: a running cluster's address; empty starts a local Ray instance.
         worker: the worker class, :class:`RolloutWorker` or :class:`EpisodeWorker`.
         max_restarts: actor replacements allowed per call.
+        gpus_per_worker: each actor's GPU request (:func:`actor_resources`).
     """
 
     def __init__(
@@ -115,11 +116,13 @@ class RaySampler:
         address: str = "",
         worker: Callable[..., Worker] = RolloutWorker,
         max_restarts: int = 3,
+        gpus_per_worker: float = 0.0,
     ) -> None:
         import ray
 
         init_ray(address, num_cpus=max(workers, os.cpu_count() or 1))
-        self._new_actor = lambda: ray.remote(num_cpus=1)(worker).remote(**worker_kwargs)
+        options = actor_resources(gpus_per_worker)
+        self._new_actor = lambda: ray.remote(**options)(worker).remote(**worker_kwargs)
         self.actors = [self._new_actor() for _ in range(workers)]
         self.max_restarts = max_restarts
         self.restarts = 0
@@ -170,6 +173,12 @@ class RaySampler:
         self.actors = []
 
 
+def actor_resources(gpus_per_worker: float) -> dict[str, float]:
+    """The Ray resources of one rollout actor: a CPU, and ``gpus_per_worker`` GPUs where
+    asked (``sampler.gpus_per_worker``)."""
+    return {"num_cpus": 1, "num_gpus": gpus_per_worker} if gpus_per_worker else {"num_cpus": 1}
+
+
 def make_sampler(
     config: SamplerConfig,
     worker_kwargs: dict[str, Any],
@@ -178,6 +187,11 @@ def make_sampler(
     """The sampler for ``config.backend``, its workers ``worker(**worker_kwargs)``."""
     if config.backend == "ray":
         return RaySampler(
-            worker_kwargs, config.workers, config.ray_address, worker, config.max_restarts
+            worker_kwargs,
+            config.workers,
+            config.ray_address,
+            worker,
+            config.max_restarts,
+            config.gpus_per_worker,
         )
     return LocalSampler(worker_kwargs, worker)
