@@ -213,3 +213,16 @@ def test_every_learner_trains_an_iteration_on_cuda(name, request):
     agent = build_agent(name, request, "cuda")
     metrics = agent.train_iteration(0)
     assert np.isfinite(metrics[agent.headline])
+
+
+def test_every_row_of_the_device_suite_resolves_at_full_size():
+    """The suite's GPU settings, checked here since a GPU's time is short."""
+    from tests.test_benchmarks import benchmark_script
+
+    suite = benchmark_script("device_suite")
+    for row in suite.ROWS:
+        for quick in (False, True):
+            config = suite.row_config(row, "cpu", None, quick)
+            assert config.train.device == "cpu"
+    maml = suite.row_config(suite.ROWS[0], "cpu", None, False).episodes
+    assert (maml.ways, maml.shots, maml.queries, maml.meta_batch) == (5, 1, 15, 32)
