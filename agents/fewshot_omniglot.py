@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from metarl.allocator import keep_freed_memory
+from metarl.amp import MixedPrecision, check_amp
 from metarl.backbones import Conv4, parse_block
-from metarl.config import TrainConfig, require, require_positive_ints
+from metarl.config import TrainConfig as BaseTrainConfig
+from metarl.config import require, require_positive_ints
 from metarl.errors import ConfigError, UsageError
 from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
 from metarl.fewshot.omniglot import Splits, load_omniglot
@@ -430,6 +432,22 @@ class EvalConfig(FewShotEvalConfig):
 
 
 @dataclasses.dataclass
+class TrainConfig(BaseTrainConfig):
+    """:class:`metarl.config.TrainConfig` and:
+
+    Attributes:
+        amp: mixed precision of the training updates (:mod:`metarl.amp`): ``off``, ``bf16``,
+            or ``fp16`` (a GPU only, with a gradient scaler); evaluation runs in float32.
+    """
+
+    amp: str = "off"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_amp(self.amp, self.torch_device)
+
+
+@dataclasses.dataclass
 class Config:
     """A few-shot Omniglot experiment.
 
@@ -454,6 +472,12 @@ class Config:
     def __post_init__(self) -> None:
         if not isinstance(self.learner, LearnerOptions):
             self.learner = resolve_learner(self.learner)
+        require(  # Reptile moves the weights itself: no gradient for a scaler to unscale
+            not (self.learner.kind == "reptile" and self.train.amp == "fp16"),
+            "train.amp",
+            self.train.amp,
+            "off or bf16 for learner.kind 'reptile'",
+        )
 
 
 Update = Callable[[np.random.Generator], tuple[float, float, int]]
@@ -467,6 +491,7 @@ class EpisodeUpdate:
 
     def __init__(self, agent: FewShotAgent) -> None:
         self.model, self.episodes = agent.model, agent.config.episodes
+        self.backward = agent.precision.backward
         ways, shots, queries = self.episodes.ways, self.episodes.shots, self.episodes.queries
         self.sampler = EpisodeSampler(agent.images["train"], ways, shots, queries, "train")
 
@@ -480,7 +505,7 @@ class EpisodeUpdate:
         batch = self.sample(rng)
         logits = self.model(batch.support_x, batch.support_y, batch.query_x, batch.ways)
         loss = self.model.loss(logits, batch.query_y)
-        loss.backward()
+        self.backward(loss)
         accuracy = float(episode_accuracy(logits, batch.query_y).mean())
         return loss.item(), accuracy, self.episodes.meta_batch
 
@@ -523,6 +548,7 @@ class PretrainUpdate:
 
     def __init__(self, agent: FewShotAgent, batch: int) -> None:
         self.model, self.images, self.batch = agent.model, agent.images["train"], batch
+        self.backward = agent.precision.backward
 
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
         images, size = self.images, self.batch
@@ -534,7 +560,7 @@ class PretrainUpdate:
         y = classes
         logits = self.model.pretrain_logits(x)
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        self.backward(loss)
         return loss.item(), float((logits.argmax(-1) == y).float().mean()), size
 
 
@@ -604,6 +630,7 @@ class FewShotAgent(TrainedClassifier):
         super().__init__(
             config, lambda splits: learner.build(image_size, len(splits.train)), progress
         )
+        self.precision = MixedPrecision(config.train.amp, self.device)
         self.update = learner.update(self)
         self.step_unit = learner.step_unit  # the trainer's name for the count of an update
         self._validation_checked = False
@@ -616,8 +643,9 @@ class FewShotAgent(TrainedClassifier):
             self._validation_checked = True
         self.model.train()
         self.optimizer.zero_grad()
-        loss, accuracy, count = self.update(np.random.default_rng([cfg.seed, iteration]))
-        self.optimizer.step()
+        with self.precision.autocast():
+            loss, accuracy, count = self.update(np.random.default_rng([cfg.seed, iteration]))
+        self.precision.step(self.optimizer)
         self.schedule.step()
         if (iteration + 1) % cfg.eval.val_every == 0:
             self.val_accuracy = self._validate()
@@ -628,6 +656,13 @@ class FewShotAgent(TrainedClassifier):
             "val_accuracy": self.val_accuracy,
             "lr": self.schedule.get_last_lr()[0],
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "scaler": self.precision.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.precision.load_state_dict(state.get("scaler", {}))
 
     def _validate(self) -> float:
         ev = self.config.eval

@@ -226,3 +226,83 @@ def test_every_row_of_the_device_suite_resolves_at_full_size():
             assert config.train.device == "cpu"
     maml = suite.row_config(suite.ROWS[0], "cpu", None, False).episodes
     assert (maml.ways, maml.shots, maml.queries, maml.meta_batch) == (5, 1, 15, 32)
+
+
+def bf16_training(name, device, batched, request):
+    """Two bf16 iterations of ``name`` on ``device``: the agent, its metrics, and the
+    dtypes of its first convolution's outputs."""
+    data = needs(name, request)
+    raw = build_config(name, {**LEARNERS[name], "train.amp": "bf16", "train.device": device})
+    raw["data"]["dir"] = data[1]
+    config = resolve_config(raw)
+    agent = get_recipe(config.agent).build(config)
+    if batched is not None:
+        agent.model.batched = batched
+    dtypes = set()
+    conv = next(m for m in agent.model.modules() if isinstance(m, nn.Conv2d))
+    conv.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    return agent, [agent.train_iteration(i) for i in range(2)], dtypes
+
+
+@pytest.mark.parametrize(
+    ("name", "batched", "dtype"),
+    [
+        ("protonet-omniglot", None, torch.bfloat16),
+        ("maml-omniglot", False, torch.bfloat16),
+        # measured (torch 2.13): autocast does not reach inside torch.func.vmap on the CPU
+        ("maml-omniglot", True, torch.float32),
+    ],
+)
+def test_bf16_autocast_trains_on_the_cpu(name, batched, dtype, request):
+    agent, metrics, dtypes = bf16_training(name, "cpu", batched, request)
+    assert dtypes == {dtype}
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    assert all(p.dtype == torch.float32 for p in agent.model.parameters())  # weights stay
+    assert agent.state_dict()["scaler"] == {}
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("batched", [False, True])
+def test_bf16_autocast_reaches_both_maml_paths_on_cuda(batched, request):
+    agent, metrics, dtypes = bf16_training("maml-omniglot", "cuda", batched, request)
+    assert dtypes == {torch.bfloat16} and all(np.isfinite(m["loss"]) for m in metrics)
+
+
+def test_fp16_on_the_cpu_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "protonet-omniglot", "--set", "train.amp=fp16", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "train.amp" in err[0] and "fp16 needs a GPU" in err[0]
+    assert not out.exists()
+
+
+def test_amp_is_a_key_of_the_few_shot_recipe_only(monkeypatch):
+    from metarl.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    on_gpu = {"train.device": "cuda", "train.amp": "fp16"}
+    assert resolve_config(build_config("maml-omniglot", on_gpu)).train.amp == "fp16"
+    with pytest.raises(ConfigError, match="train.amp.*off or bf16 for learner.kind 'reptile'"):
+        resolve_config(build_config("reptile-omniglot", on_gpu))
+    with pytest.raises(ConfigError, match="train.amp.*expected off, bf16 or fp16"):
+        resolve_config(build_config("maml-omniglot", {"train.amp": "fp8"}))
+    with pytest.raises(ConfigError, match="unknown config key 'train.amp'"):
+        resolve_config(build_config("snail-bandit", {"train.amp": "bf16"}))
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("name", ["protonet-omniglot", "maml-omniglot", "finetune-omniglot"])
+def test_fp16_trains_with_a_gradient_scaler_on_cuda(name, request):
+    data = needs(name, request)
+    raw = build_config(name, {**LEARNERS[name], "train.amp": "fp16", "train.device": "cuda"})
+    raw["data"]["dir"] = data[1]
+    config = resolve_config(raw)
+    agent = get_recipe(config.agent).build(config)
+    metrics = [agent.train_iteration(i) for i in range(3)]
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    scaler = agent.state_dict()["scaler"]
+    assert scaler["scale"] > 0
+    agent.load_state_dict(agent.state_dict())
