@@ -117,9 +117,8 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         keys = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
         raise UsageError(
             f"--resume cannot change {keys}: the checkpoint was trained with them; only "
-            "train.iterations, train.time_limit_minutes, train.checkpoint_minutes, "
-            "train.threads, train.device, sampler.backend/workers/ray_address/max_restarts/"
-            "gpus_per_worker, data.dir and eval.* may change (start a new run for the others)"
+            f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} may change "
+            "(start a new run for the others)"
         )
 
 
