@@ -7,7 +7,6 @@ data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from metarl.errors import RunFailed, UsageError
@@ -143,7 +142,9 @@ def _run(args: argparse.Namespace) -> None:
             device=args.device,
         )
         if args.json:
-            print(json.dumps(report, indent=2))
+            from metarl.runs import json_text
+
+            print(json_text(report))
         elif "configs" in report:  # a sweep
             print(f"{report['experiment']}: {report['metric']} over {report['episodes']} tasks")
             for config in report["configs"]:

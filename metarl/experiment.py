@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from metarl import runs
-from metarl.config import from_dict, read_raw, require, set_key
+from metarl.config import from_dict, read_raw, require, set_key, to_dict
 from metarl.errors import UsageError
 from metarl.registry import get_recipe
 
@@ -69,6 +69,22 @@ def apply_fewshot_options(
     return raw
 
 
+def for_evaluation(raw: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    """A run's raw config as evaluation uses it: rollouts in this process, no mixed
+    precision (evaluation never autocasts, and fp16 would refuse a CPU), and ``device``
+    (default: the run's own) for the model."""
+    raw = dict(raw)
+    if "sampler" in raw:
+        raw["sampler"] = {**raw["sampler"], "backend": "local"}
+    train = dict(raw.get("train") or {})
+    if "amp" in train:
+        train["amp"] = "off"
+    if device is not None:
+        train["device"] = device
+    raw["train"] = train
+    return raw
+
+
 def build_config(
     experiment: str | None,
     overrides: Mapping[str, Any] | Sequence[str] = (),
@@ -107,6 +123,10 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         trained: the config held by the checkpoint.
         resumed: the resolved config of the resumed run, overrides applied.
     """
+    # keys added since the checkpoint was written take their defaults, as on resume; a
+    # config this version cannot read is compared as it is recorded
+    with contextlib.suppress(UsageError):
+        trained = to_dict(resolve_config(dict(trained)))
     old, new = _flatten(trained), _flatten(resumed)
     changed = sorted(
         key

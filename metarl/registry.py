@@ -38,6 +38,11 @@ def get_recipe(name: str) -> Any:
     """The recipe for ``agent: NAME``; ConfigError naming the valid ones when unknown."""
     if name not in _registered:
         found = entry_points(group=ENTRY_POINTS, name=name)
+        if not found and not recipe_names():
+            raise ConfigError(
+                f"config key 'agent': no recipes are installed to run {name!r} (install "
+                "metarl with 'pip install -e .', which registers them as entry points)"
+            )
         if not found:
             raise ConfigError(
                 f"config key 'agent': unknown agent {name!r}; "

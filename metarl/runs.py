@@ -95,8 +95,13 @@ def write_yaml(path: Path, data: dict[str, Any]) -> None:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as strict JSON: a non-finite number (the nan half-width of a one-value
     interval, say) becomes ``null``, which every JSON parser reads."""
-    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+    text = json_text(data) + "\n"
     write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def json_text(data: Any) -> str:
+    """``data`` as strict, indented JSON: a non-finite number becomes ``null``."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:
@@ -155,29 +160,42 @@ class RunLock:
             )
 
     def acquire(self) -> None:
-        """Take the lock (the folder must exist), or raise UsageError as :meth:`check`."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self.check()
-                pid, host = self._holder() or (0, "")
-                warnings.warn(
-                    f"taking over {self.file} from process {pid} on {host}, which has ended",
-                    stacklevel=2,
-                )
-                self.file.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.owner + "\n")
-            self.held = True
-            return
-        self.check()  # lost a race for a stale lock to another live process
+        """Take the lock (the folder must exist), or raise UsageError as :meth:`check`.
+
+        The lock file appears whole, owner line included (a hard link of a file written
+        first), so another process never reads a lock that is still being written.
+        """
+        for _ in range(3):
+            if self._create():
+                self.held = True
+                return
+            self.check()
+            pid, host = self._holder() or (0, "")
+            warnings.warn(
+                f"taking over {self.file} from process {pid} on {host}, which has ended",
+                stacklevel=2,
+            )
+            self.file.unlink(missing_ok=True)
+        self.check()
+        raise UsageError(f"could not take {self.file}: other processes keep taking it over")
+
+    def _create(self) -> bool:
+        """Link a file holding our owner line to the lock's name; False if one exists."""
+        tmp = self.file.with_name(f".{LOCK}.{os.getpid()}.tmp")
+        tmp.write_text(self.owner + "\n")
+        try:
+            os.link(tmp, self.file)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
-        if self.held:
+        """Remove the lock if it is still ours (never another process's)."""
+        if self.held and self._holder() == self._parse(self.owner):
             self.file.unlink(missing_ok=True)
-            self.held = False
+        self.held = False
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -188,12 +206,16 @@ class RunLock:
 
     def _holder(self) -> tuple[int, str] | None:
         try:
-            pid, host = self.file.read_text().split(maxsplit=1)
-            return int(pid), host.strip()
+            return self._parse(self.file.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):  # a damaged lock: nobody can be holding it properly
             return 0, "?"
+
+    @staticmethod
+    def _parse(owner: str) -> tuple[int, str]:
+        pid, host = owner.split(maxsplit=1)
+        return int(pid), host.strip()
 
     @staticmethod
     def _alive(pid: int, host: str) -> bool:

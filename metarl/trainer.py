@@ -145,7 +145,12 @@ def train(
         check_resume(checkpoint["config"], to_dict(config))
         _check_iterations_left(path, checkpoint["iteration"], config.train.iterations)
     with thread_policy(config):
-        agent = get_recipe(config.agent).build(config)
+        try:
+            agent = get_recipe(config.agent).build(config)
+        except KeyboardInterrupt:
+            untouched = "is as it was" if resume is not None else "was not created"
+            message = f"interrupted before training started; {path} {untouched}"
+            raise KeyboardInterrupt(message) from None
         try:
             if checkpoint is not None:
                 agent.load_state_dict(checkpoint["agent"])
@@ -227,7 +232,7 @@ def _loop(
         )
         saved = iteration
 
-    stop = _StopRequest()
+    stop, finishing = _StopRequest(), False
     previous = (  # signal handlers live in the main thread (a Tune trial runs in another)
         {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         if threading.current_thread() is threading.main_thread()
@@ -275,12 +280,24 @@ def _loop(
             if limit and now - began >= limit and iteration < train_cfg.iterations:
                 status = "time_limit"
                 break
-            if stop.signal is not None:
+            if stop.signal is not None and iteration < train_cfg.iterations:
                 status = "interrupted"
                 break
+        finishing = True  # a second signal now interrupts the final save, not an update
+        save()
+        summary = {
+            "experiment": config.name,
+            "status": status,
+            "iterations": iteration,
+            unit: env_steps,
+            "wall_time_s": round(elapsed + time.monotonic() - began, 1),
+            f"final_{agent.headline}": last.get(agent.headline),
+        }
+        runs.write_json(path / runs.SUMMARY, summary)
     except KeyboardInterrupt:  # a second signal: the iteration in progress is abandoned,
-        raise KeyboardInterrupt(  # half-updated, so the last checkpoint stays as it was
-            f"interrupted twice, iteration {iteration} abandoned; {_saved_state(path, saved)}"
+        step = "the final save" if finishing else f"iteration {iteration}"  # half-updated,
+        raise KeyboardInterrupt(  # so the last checkpoint stays as it was (written whole)
+            f"interrupted twice, {step} abandoned; {_saved_state(path, saved)}"
         ) from None
     except WorkersLost as err:  # the iteration never reached the update: state is whole
         save()
@@ -297,16 +314,6 @@ def _loop(
             signal.signal(sig, handler)
         bar.close()
         writer.close()
-    save()
-    summary = {
-        "experiment": config.name,
-        "status": status,
-        "iterations": iteration,
-        unit: env_steps,
-        "wall_time_s": round(elapsed + time.monotonic() - began, 1),
-        f"final_{agent.headline}": last.get(agent.headline),
-    }
-    runs.write_json(path / runs.SUMMARY, summary)
     if status == "interrupted":
         raise KeyboardInterrupt(
             f"stopped after {iteration} iterations; {_saved_state(path, saved)}"

@@ -271,7 +271,18 @@ def test_bf16_autocast_reaches_both_maml_paths_on_cuda(batched, request):
 
 def test_fp16_on_the_cpu_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "protonet-omniglot", "--set", "train.amp=fp16", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "protonet-omniglot",
+            "--set",
+            "train.amp=fp16",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "train.amp" in err[0] and "fp16 needs a GPU" in err[0]
     assert not out.exists()

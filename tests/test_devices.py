@@ -139,3 +139,13 @@ def test_the_rllib_baseline_refuses_a_gpu_device(one_gpu):
 
     with pytest.raises(ConfigError, match="train.device.*auto or cpu"):
         resolve_config(build_config("rllib-lstm-bandit", ["train.device=cuda"]))
+
+
+def test_a_run_trained_with_fp16_on_cuda_evaluates_on_the_cpu():
+    from metarl.experiment import build_config, for_evaluation, resolve_config
+
+    raw = build_config("maml-omniglot", {"train.amp": "fp16", "train.device": "cuda"})
+    config = resolve_config(for_evaluation(raw, device="cpu"))
+    assert (config.train.amp, str(config.train.device)) == ("off", "cpu")
+    bandit = for_evaluation(build_config("snail-bandit", {"sampler.backend": "ray"}))
+    assert bandit["sampler"]["backend"] == "local" and "amp" not in bandit["train"]

@@ -12,22 +12,15 @@ from metarl.learners.protonet import ProtoNet
 
 def test_paired_differences_are_taken_on_the_same_episodes():
     images = np.random.default_rng(0).integers(0, 255, (30, 20, 8, 8), dtype=np.uint8)
-    model = ProtoNet(torch.nn.Flatten(-3))  # raw pixels: a nearest-mean classifier
-    report = evaluate_classifier(model, images, ways=5, shots=3, queries=4, episodes=30, seed=3)
-    pixel, chance = report["paired"]["pixel_nn"], report["paired"]["chance"]
-    # the mean of per-episode differences is the difference of the means
-    assert pixel["diff"] == pytest.approx(report["value"] - report["baselines"]["pixel_nn"])
+    # at one shot, a nearest-mean classifier on raw pixels IS the pixel nearest neighbour:
+    # on the same episodes every difference is zero, which only a paired comparison shows
+    model = ProtoNet(torch.nn.Flatten(-3))
+    report = evaluate_classifier(model, images, ways=5, shots=1, queries=4, episodes=30, seed=3)
+    assert report["paired"]["pixel_nn"] == {"diff": 0.0, "ci95": 0.0, "tasks": 30, "verdict": "tie"}
+    assert report["ci95"] > 0  # while each accuracy alone varies from episode to episode
+    chance = report["paired"]["chance"]
     assert chance["diff"] == pytest.approx(report["value"] - 0.2)
-    assert pixel["tasks"] == chance["tasks"] == 30
-    assert pixel["ci95"] > 0 and chance["ci95"] == pytest.approx(report["ci95"])
-    verdict = (
-        "better"
-        if pixel["diff"] > pixel["ci95"]
-        else "worse"
-        if -pixel["diff"] > pixel["ci95"]
-        else "tie"
-    )
-    assert pixel["verdict"] == verdict
+    assert chance["ci95"] == pytest.approx(report["ci95"])
 
 
 def test_gains_of_inner_steps_are_per_episode_differences_from_step_zero():

@@ -3,6 +3,7 @@ no two of its modules import each other, directly or around a longer cycle. Impo
 functions count: a deferred import is still a dependency."""
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,6 @@ def test_relative_and_from_imports_name_the_module(tmp_path, monkeypatch):
     package = tmp_path / "metarl" / "eval"
     package.mkdir(parents=True)
     (package / "x.py").write_text("from . import y\nfrom ..runs import save\nimport agents.z\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     modules = {"metarl.eval.x", "metarl.eval.y", "metarl.runs", "metarl.eval", "metarl"}
     assert imported(package / "x.py", modules) == {"metarl.eval.y", "metarl.runs", "agents.z"}

@@ -258,3 +258,35 @@ def test_run_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
         "ci95": None,
         "curve": [1.0, None],
     }
+
+
+def test_a_lock_is_released_only_by_its_owner_and_a_damaged_one_is_taken_over(tmp_path):
+    lock = runs.RunLock(tmp_path)
+    lock.acquire()
+    assert (tmp_path / runs.LOCK).read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+    (tmp_path / runs.LOCK).write_text(f"1 {socket.gethostname()}-other\n")  # taken over meanwhile
+    lock.release()
+    assert (tmp_path / runs.LOCK).exists()  # not ours any more: left alone
+    (tmp_path / runs.LOCK).write_text("garbage")
+    with pytest.warns(UserWarning, match="taking over"), runs.RunLock(tmp_path):
+        assert (tmp_path / runs.LOCK).read_text().startswith(f"{os.getpid()} ")
+    assert list(tmp_path.iterdir()) == []  # no lock, no temporary file left
+
+
+def test_a_resume_from_a_checkpoint_older_than_a_new_config_key_is_allowed(trained, tmp_path):
+    """A key added to a config class since the checkpoint was written takes its default;
+    only a value the checkpoint records can be changed (and refused)."""
+    import shutil
+
+    import torch
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    state = runs.load_checkpoint(copy)  # as an older metarl wrote it: no ppo.normalize_advantages
+    del state["config"]["ppo"]["normalize_advantages"]
+    torch.save(state, copy / runs.CHECKPOINT)
+    config = (copy / "config.yaml").read_text()
+    (copy / "config.yaml").write_text(config.replace("  normalize_advantages: true\n", ""))
+    assert (
+        main(["train", "--resume", str(copy), "--set", "train.iterations=3", "--no-progress"]) == 0
+    )

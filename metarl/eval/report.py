@@ -11,7 +11,12 @@ from metarl.config import set_key
 from metarl.errors import UsageError
 from metarl.eval.plots import plot_report, plot_sweep
 from metarl.eval.sweeps import SWEEP, aggregate, is_sweep
-from metarl.experiment import apply_fewshot_options, resolve_config, thread_policy
+from metarl.experiment import (
+    apply_fewshot_options,
+    for_evaluation,
+    resolve_config,
+    thread_policy,
+)
 from metarl.registry import get_recipe
 
 
@@ -44,11 +49,7 @@ def evaluate_run(
     path = Path(path)
     if is_sweep(path):
         return _evaluate_sweep(path, episodes, ways, shots, data_dir, overrides, device)
-    raw = runs.read_run_config(path)
-    if "sampler" in raw:
-        raw["sampler"] = {**raw["sampler"], "backend": "local"}
-    if device is not None:
-        raw["train"] = {**(raw.get("train") or {}), "device": device}
+    raw = for_evaluation(runs.read_run_config(path), device)
     raw = apply_fewshot_options(raw, ways=ways, shots=shots, data_dir=data_dir)
     for assignment in overrides:
         if not assignment.strip().startswith("eval."):

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from metarl import runs
 from metarl.errors import UsageError
-from metarl.experiment import resolve_config
+from metarl.experiment import for_evaluation, resolve_config
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.registry import get_recipe
 
@@ -92,9 +92,10 @@ class FewShotClassifier:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> FewShotClassifier:
-        """The classifier of the last checkpoint of a few-shot run."""
+        """The classifier of the last checkpoint of a few-shot run, on the CPU whichever
+        device it was trained on."""
         path = Path(run_dir)
-        config = resolve_config(runs.read_run_config(path))
+        config = resolve_config(for_evaluation(runs.read_run_config(path), device="cpu"))
         load = getattr(get_recipe(config.agent), "load_classifier", None)
         if load is None:
             raise UsageError(f"{path} is a '{config.agent}' run, not a few-shot classifier")
