@@ -1,6 +1,6 @@
 """Where a run's learner computes: ``train.device`` resolved to a ``torch.device``, checked
-against this machine, and the moves between it and the CPU that environments and rollout
-workers use.
+against this machine, the moves between it and the CPU that environments and rollout
+workers use, and torch's CPU threads for a stretch of work.
 
 Environments and rollout workers stay on the CPU (they act step by step on small batches);
 the learner's model, optimiser state and batches live on the run's device.
@@ -8,9 +8,10 @@ the learner's model, optimiser state and batches live on the run's device.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from metarl.errors import ConfigError
@@ -57,3 +58,18 @@ def on_cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``state`` (weights, or a task's adapted parameters) detached and on the CPU: what
     rollout workers act with, in this process or as Ray actors without a GPU."""
     return {name: value.detach().cpu() for name, value in state.items()}
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``threads`` (0: left as they are) inside the block,
+    and the caller's setting restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -8,14 +8,13 @@ neither imports the other to read a config.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from metarl import runs
 from metarl.config import from_dict, read_raw, require, set_key, to_dict
+from metarl.devices import torch_threads
 from metarl.errors import UsageError
 from metarl.registry import get_recipe
 
@@ -142,14 +141,7 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         )
 
 
-@contextlib.contextmanager
-def thread_policy(config: Any) -> Iterator[None]:
+def thread_policy(config: Any) -> contextlib.AbstractContextManager[None]:
     """Torch's intra-op threads as the run's ``train.threads`` asks, for training and for its
     evaluation alike; the caller's setting is restored after (a notebook keeps its own)."""
-    threads = torch.get_num_threads()
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_threads(config.train.threads)

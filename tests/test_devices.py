@@ -149,3 +149,17 @@ def test_a_run_trained_with_fp16_on_cuda_evaluates_on_the_cpu():
     assert (config.train.amp, str(config.train.device)) == ("off", "cpu")
     bandit = for_evaluation(build_config("snail-bandit", {"sampler.backend": "ray"}))
     assert bandit["sampler"]["backend"] == "local" and "amp" not in bandit["train"]
+
+
+def test_torch_threads_sets_and_restores_the_callers_setting_even_on_error():
+    import torch
+
+    from metarl.devices import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # 0: left as it is
+        assert torch.get_num_threads() == before

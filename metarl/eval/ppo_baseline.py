@@ -15,7 +15,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -23,6 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm.auto import tqdm
 
 from metarl.config import require_positive
+from metarl.devices import torch_threads
 
 MAX_ROLLOUT = 2048  # SB3's default n_steps: the longest PPO rollout chosen automatically
 MIN_ROLLOUT = 256  # below this, an automatic rollout would make PPO's updates too noisy
@@ -129,9 +129,7 @@ def ppo_scratch_curve(
         return env
 
     curve = np.empty((len(tasks), points + 1))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for i, task in enumerate(tqdm(tasks, desc="PPO from scratch", disable=not progress)):
             model = PPO("MlpPolicy", task_env(task), seed=seed + i, **options)
             eval_env = DummyVecEnv([lambda task=task: Monitor(task_env(task))])
@@ -150,6 +148,4 @@ def ppo_scratch_curve(
                 curve[i, j] = returns
             model.get_env().close()
             eval_env.close()
-    finally:
-        torch.set_num_threads(threads)
     return curve

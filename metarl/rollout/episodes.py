@@ -18,6 +18,7 @@ from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metarl.devices import torch_threads
 from metarl.rollout.worker import Batch
 
 
@@ -69,12 +70,8 @@ class EpisodeWorker:
         ``rewards`` and ``mask`` (n, E, T) and ``returns`` (n, E), for its n tasks."""
         if weights is not None:
             self.policy.load_state_dict(weights)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # small policies: intra-op threads only slow acting down
-        try:
+        with torch_threads(1):  # small policies: intra-op threads only slow acting down
             return [self._run_shard(shard) for shard in shards]
-        finally:
-            torch.set_num_threads(threads)
 
     def _run_shard(self, shard: TaskShard) -> Batch:
         seeds = np.random.SeedSequence(shard.seed).generate_state(len(shard.tasks))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
+from metarl.devices import torch_threads
 from metarl.policies import RecurrentActorCritic, rl2_inputs
 
 Batch = dict[str, np.ndarray]
@@ -85,12 +86,8 @@ class RolloutWorker:
         intra-op threads slow down (ten times, measured, when the other core is busy)."""
         if weights is not None:
             self.policy.load_state_dict(weights)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return [self.run_trials(shard) for shard in shards]
-        finally:
-            torch.set_num_threads(threads)
 
     def _env(self, num_tasks: int) -> VectorEnv:
         if num_tasks not in self._envs:
