@@ -438,12 +438,15 @@ class TrainConfig(BaseTrainConfig):
     Attributes:
         amp: mixed precision of the training updates (:mod:`metarl.amp`): ``off``, ``bf16``,
             or ``fp16`` (a GPU only, with a gradient scaler); evaluation runs in float32.
+            YAML reads a bare ``off`` as false, which means ``off`` here too.
     """
 
-    amp: str = "off"
+    amp: str | bool = "off"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.amp is False:
+            self.amp = "off"
         check_amp(self.amp, self.torch_device)
 
 

@@ -168,7 +168,13 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        return _convert(value, next(o for o in options if o is not type(None)), key)
+        candidates = [o for o in options if o is not type(None)]
+        for option in candidates[:-1]:  # the first type that takes the value
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                pass
+        return _convert(value, candidates[-1], key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': got {value!r}, expected a list")

@@ -11,7 +11,7 @@ def omniglot_candidates() -> list[Path]:
     (the folder README tells users to set), ``shared/datasets/omniglot`` beside the checkout."""
     given = [os.environ.get(name) for name in ("METARL_TEST_DATA", "METARL_DATA")]
     shared = Path(__file__).resolve().parents[2] / "shared/datasets/omniglot"
-    return [*(Path(p) for p in given if p), shared]
+    return [*(Path(p).resolve() for p in given if p), shared]
 
 
 @pytest.fixture(scope="session")

@@ -282,3 +282,20 @@ def test_relationnet_scores_equal_the_relation_module_on_concatenated_maps() -> 
                 pair = torch.cat([maps(support_x[b, support_y[b] == n])[0], maps(query_x[b, m])])
                 expected = model.relation(pair[None])[0, 0]
                 torch.testing.assert_close(scores[b, m, n], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv4_batch_norm_runs_in_float32_under_autocast():
+    """Its batch norm leaves autocast (fp16 under vmap on CUDA got half weights) and equals
+    torch's in float32, with torch's parameter names; float64 stays float64."""
+    from metarl.backbones.conv4 import Float32BatchNorm2d
+
+    torch.manual_seed(0)
+    ours, plain = Float32BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    plain.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    x = torch.randn(4, 3, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, plain(x.bfloat16().float()))
+    assert ours.double()(x.double()).dtype == torch.float64

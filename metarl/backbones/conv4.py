@@ -15,11 +15,23 @@ from __future__ import annotations
 
 import numbers
 
+import torch
 from torch import Tensor, nn
 
 from metarl.config import require_positive
 
 NORMS = ("batch", "layer")
+
+
+class Float32BatchNorm2d(nn.BatchNorm2d):
+    """Batch norm computed in float32 under mixed precision (``train.amp``) too: under
+    ``vmap`` with fp16 autocast, CUDA's batch norm receives half-precision weights and
+    refuses them (MAML's task-batched path); its statistics are also more accurate so. The
+    same parameters and state-dict keys as :class:`torch.nn.BatchNorm2d`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.to(self.weight.dtype))
 
 
 def conv_block(
@@ -32,7 +44,7 @@ def conv_block(
     batch = norm == "batch"
     layers = [
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=not batch),
-        nn.BatchNorm2d(out_channels) if batch else nn.GroupNorm(1, out_channels),
+        Float32BatchNorm2d(out_channels) if batch else nn.GroupNorm(1, out_channels),
         nn.ReLU(),
     ]
     if pool:
