@@ -182,6 +182,12 @@ def test_accuracy_after_each_inner_step_is_the_few_shot_adaptation_curve():
     report = evaluate_classifier(model, images, ways=3, shots=1, queries=2, episodes=4, seed=0)
     assert report["curve_of"] == "inner_steps" and report["curve"]["x"] == [0, 1, 2]
     assert len(report["curve"]["agent"]) == len(report["curve"]["pixel_nn"]) == 3
+    # the curve's last point is the accuracy itself (evaluation reuses those logits)
+    assert report["value"] == pytest.approx(report["curve"]["agent"][-1])
+    no_curve = evaluate_classifier(
+        model, images, ways=3, shots=1, queries=2, episodes=4, seed=0, curve_episodes=0
+    )
+    assert no_curve["value"] == pytest.approx(report["value"])
 
 
 def meta_batch(seed=0):

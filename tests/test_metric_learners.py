@@ -299,3 +299,20 @@ def test_conv4_batch_norm_runs_in_float32_under_autocast():
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, plain(x.bfloat16().float()))
     assert ours.double()(x.double()).dtype == torch.float64
+
+
+def test_conv4_pooling_equals_torch_with_and_without_autograd():
+    """Its channels-last evaluation path and its autograd path give torch's values and
+    gradients."""
+    from metarl.backbones.conv4 import MaxPool2x2
+
+    x = torch.relu(torch.randn(3, 8, 10, 10))
+    reference = F.max_pool2d(x, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(MaxPool2x2()(x), reference, rtol=0, atol=0)
+        assert MaxPool2x2()(x).is_contiguous()
+    leaf = x.clone().requires_grad_()
+    MaxPool2x2()(leaf).sum().backward()
+    expected = x.clone().requires_grad_()
+    F.max_pool2d(expected, 2).sum().backward()
+    torch.testing.assert_close(leaf.grad, expected.grad, rtol=0, atol=0)

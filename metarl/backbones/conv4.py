@@ -34,6 +34,28 @@ class Float32BatchNorm2d(nn.BatchNorm2d):
             return super().forward(x.to(self.weight.dtype))
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """2x2 max-pooling. On the CPU without autograd through it (evaluation, and the query
+    passes of test-time adaptation) it pools in channels-last memory order, where torch's
+    kernel ran 8x faster on Conv4's 64-channel 28x28 maps (the same values); with autograd
+    the plain kernel, whose backward is the faster one, as under ``torch.func`` transforms
+    (``vmap`` cannot change memory formats)."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        plain = (
+            x.device.type != "cpu"
+            or x.dim() != 4
+            or (torch.is_grad_enabled() and x.requires_grad)
+            or torch._C._are_functorch_transforms_active()
+        )
+        if plain:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 def conv_block(
     in_channels: int, out_channels: int, padding: int, pool: bool, norm: str = "batch"
 ) -> nn.Sequential:
@@ -48,7 +70,7 @@ def conv_block(
         nn.ReLU(),
     ]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxPool2x2())
     return nn.Sequential(*layers)
 
 

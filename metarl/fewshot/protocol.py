@@ -102,16 +102,22 @@ def evaluate_classifier(
         for start in range(0, episodes, batch):
             size = min(batch, episodes - start)
             full = sampler.sample(rng, size)
+            every: list[Tensor] = []
+            if by_step and start < curve_episodes:
+                every = model.logits_by_step(full.support_x, full.support_y, full.query_x, ways)
+                steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
             for k in shot_counts:
                 if k < shots and start >= curve_episodes:
                     continue
                 part = full.with_shots(k)
-                logits = model(part.support_x, part.support_y, part.query_x, ways)
+                # the curve's last point is the adapted model's output: not computed twice
+                logits = (
+                    every[-1]
+                    if every
+                    else model(part.support_x, part.support_y, part.query_x, ways)
+                )
                 agent[k].append(episode_accuracy(logits, part.query_y))
                 pixel[k].append(episode_accuracy(pixel_nn_logits(part), part.query_y))
-            if by_step and start < curve_episodes:
-                every = model.logits_by_step(full.support_x, full.support_y, full.query_x, ways)
-                steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
     finally:
         model.train(was_training)
     agent_acc, pixel_acc = (torch.cat(s[shots]).cpu().numpy() for s in (agent, pixel))
