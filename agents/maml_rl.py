@@ -191,6 +191,7 @@ class MetaPGAgent:
             "make_policy": functools.partial(build_policy, config),
             "episodes": config.env.episodes_per_task,
             "horizon": config.env.horizon,
+            "device": config.sampler.device,
         }
         self.sampler = make_sampler(config.sampler, self.worker_kwargs, EpisodeWorker)
         self.env_steps: int | None = 0

@@ -105,7 +105,11 @@ class RL2Agent:
         make_policy = functools.partial(build_policy, config.model, obs_size, num_actions, max_len)
         self.policy = make_policy().to(self.device)  # workers act on CPU copies of it
         self.learner = RL2(self.policy, config.ppo)
-        self.worker_kwargs = {"make_env": make_env, "make_policy": make_policy}
+        self.worker_kwargs = {
+            "make_env": make_env,
+            "make_policy": make_policy,
+            "device": config.sampler.device,
+        }
         self.sampler = make_sampler(config.sampler, self.worker_kwargs)
 
     def train_iteration(self, iteration: int) -> dict[str, float]:

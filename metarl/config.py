@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import re
 import types
 import typing
 from importlib import resources
@@ -85,8 +86,11 @@ class SamplerConfig:
         max_restarts: Ray workers that may die and be replaced within one iteration before
             the run stops (with a checkpoint of the iterations done).
         gpus_per_worker: GPUs (a fraction allowed) each Ray rollout actor asks for, for
-            model-heavy acting; 0 (the default): actors need no GPU. Workers act on CPU
-            copies of the weights either way.
+            model-heavy acting; 0 (the default): actors need no GPU.
+        device: where rollout workers act: ``cpu`` (the default: CPU copies of the
+            weights, which small policies act fastest with) or ``cuda``/``cuda:N``, on the
+            sampling machine's GPU (the Ray backend then needs ``gpus_per_worker`` > 0, the
+            local one a GPU here). Environments always step on the CPU.
     """
 
     backend: str = "local"
@@ -95,6 +99,7 @@ class SamplerConfig:
     shards: int = 4
     max_restarts: int = 3
     gpus_per_worker: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         require(
@@ -103,6 +108,21 @@ class SamplerConfig:
         require_positive_ints(self, "sampler", ("workers", "shards"))
         require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
         require(self.gpus_per_worker >= 0, "sampler.gpus_per_worker", self.gpus_per_worker, ">= 0")
+        require(
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", str(self.device)) is not None,
+            "sampler.device",
+            self.device,
+            "cpu, cuda or cuda:N",
+        )
+        if self.device != "cpu" and self.backend == "ray":
+            require(
+                self.gpus_per_worker > 0,
+                "sampler.device",
+                self.device,
+                "cpu unless sampler.gpus_per_worker > 0 (a Ray actor sees a GPU only if it asks)",
+            )
+        elif self.device != "cpu":
+            resolve_device(self.device, "sampler.device")
 
 
 @dataclasses.dataclass

@@ -32,6 +32,7 @@ RESUMABLE = (
     "sampler.ray_address",
     "sampler.max_restarts",
     "sampler.gpus_per_worker",
+    "sampler.device",
     "data.dir",
     "eval.",
 )

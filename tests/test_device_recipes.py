@@ -321,3 +321,18 @@ def test_fp16_trains_with_a_gradient_scaler_on_cuda(name, request):
     scaler = agent.state_dict()["scaler"]
     assert scaler["scale"] > 0
     agent.load_state_dict(agent.state_dict())
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("name", ["snail-bandit", "maml-nav2d"])
+def test_rollout_workers_act_on_cuda(name, request):
+    raw = build_config(name, {**LEARNERS[name], "sampler.device": "cuda", "train.device": "cuda"})
+    config = resolve_config(raw)
+    agent = get_recipe(config.agent).build(config)
+    try:
+        assert {p.device.type for p in agent.sampler.worker.policy.parameters()} == {"cuda"}
+        metrics = [agent.train_iteration(i) for i in range(2)]
+    finally:
+        agent.close()
+    assert all(np.isfinite(m[agent.headline]) for m in metrics)

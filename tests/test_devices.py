@@ -134,6 +134,48 @@ def test_rollout_actors_ask_for_the_gpus_the_sampler_section_gives():
         SamplerConfig(gpus_per_worker=-1)
 
 
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"device": "tpu"}, "expected cpu, cuda or cuda:N"),
+        ({"device": "cuda"}, "this machine has 0 CUDA devices"),
+        ({"device": "cuda", "backend": "ray"}, "unless sampler.gpus_per_worker > 0"),
+    ],
+)
+def test_rollout_workers_act_on_the_cpu_unless_a_gpu_is_there_to_act_on(no_gpu, settings, fragment):
+    from metarl.config import SamplerConfig
+
+    assert SamplerConfig().device == "cpu"
+    with pytest.raises(ConfigError, match=f"sampler.device.*{fragment}"):
+        SamplerConfig(**settings)
+    assert SamplerConfig(device="cuda", backend="ray", gpus_per_worker=0.5).device == "cuda"
+
+
+@pytest.mark.parametrize("name", ["snail-bandit", "maml-nav2d"])
+def test_both_rollout_workers_act_on_the_sampler_device(name, tmp_path):
+    """``sampler.device`` reaches the workers of both kinds; ``cpu`` given explicitly
+    samples the same iteration as the default."""
+    from metarl.experiment import build_config, resolve_config
+    from metarl.registry import get_recipe
+
+    small = {
+        "snail-bandit": {"trials_per_iteration": 8, "sampler.shards": 2},
+        "maml-nav2d": {"env.meta_batch": 2, "env.episodes_per_task": 2, "sampler.shards": 2},
+    }[name]
+    metrics = []
+    for extra in ({}, {"sampler.device": "cpu"}):
+        config = resolve_config(build_config(name, {**small, **extra, "train.device": "cpu"}))
+        agent = get_recipe(config.agent).build(config)
+        try:
+            worker = agent.sampler.worker
+            assert worker.device == torch.device("cpu")
+            assert {p.device for p in worker.policy.parameters()} == {torch.device("cpu")}
+            metrics.append(agent.train_iteration(0))
+        finally:
+            agent.close()
+    assert metrics[0] == metrics[1]
+
+
 def test_the_rllib_baseline_refuses_a_gpu_device(one_gpu):
     from metarl.experiment import build_config, resolve_config
 

@@ -48,6 +48,7 @@ class EpisodeWorker:
             ``torch.distributions.Distribution`` over actions.
         episodes: episodes per task.
         horizon: steps per episode; an episode that terminates earlier is masked after its end.
+        device: where the policy acts (``sampler.device``); environments stay on the CPU.
     """
 
     def __init__(
@@ -56,9 +57,11 @@ class EpisodeWorker:
         make_policy: Callable[[], nn.Module],
         episodes: int,
         horizon: int,
+        device: str = "cpu",
     ) -> None:
         self.envs = make_envs(episodes)
-        self.policy = make_policy()
+        self.device = torch.device(device)
+        self.policy = make_policy().to(self.device)
         self.horizon = horizon
         space = self.envs.single_action_space
         self.low, self.high = space.low, space.high
@@ -76,9 +79,10 @@ class EpisodeWorker:
     def _run_shard(self, shard: TaskShard) -> Batch:
         seeds = np.random.SeedSequence(shard.seed).generate_state(len(shard.tasks))
         own = {k: v.detach() for k, v in self.policy.named_parameters()}
+        params = [own] * len(shard.tasks) if shard.params is None else shard.params
         runs = [
-            self.run_task(task, own if shard.params is None else shard.params[i], int(seed))
-            for i, (task, seed) in enumerate(zip(shard.tasks, seeds, strict=True))
+            self.run_task(task, {k: v.to(self.device) for k, v in p.items()}, int(seed))
+            for task, p, seed in zip(shard.tasks, params, seeds, strict=True)
         ]
         return {k: np.stack([r[k] for r in runs]) for k in runs[0]}
 
@@ -86,7 +90,7 @@ class EpisodeWorker:
     def run_task(self, task: Any, params: dict[str, Tensor], seed: int) -> Batch:
         """``episodes`` episodes of one task with the policy on ``params``; (E, T, ...) arrays."""
         envs, horizon = self.envs, self.horizon
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(seed)
         obs, _ = envs.reset(seed=seed, options={"task": task})
         count = envs.num_envs
         out = {
@@ -96,11 +100,11 @@ class EpisodeWorker:
             "mask": np.zeros((count, horizon), dtype=np.float32),
         }
         alive = np.ones(count, dtype=bool)
-        for t in range(horizon):  # on the CPU, with CPU copies of the learner's parameters
-            inputs = torch.as_tensor(obs, dtype=torch.float32, device="cpu")
+        for t in range(horizon):
+            inputs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
             dist = functional_call(self.policy, params, (inputs,))
-            noise = torch.randn(dist.mean.shape, generator=generator, device="cpu")
-            action = (dist.mean + dist.stddev * noise).numpy()
+            noise = torch.randn(dist.mean.shape, generator=generator, device=self.device)
+            action = (dist.mean + dist.stddev * noise).cpu().numpy()
             out["obs"][:, t], out["actions"][:, t], out["mask"][:, t] = obs, action, alive
             obs, reward, terminated, truncated, _ = envs.step(np.clip(action, self.low, self.high))
             out["rewards"][:, t] = reward * alive

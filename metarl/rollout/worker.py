@@ -65,6 +65,7 @@ class RolloutWorker:
             exposes ``max_trial_steps`` and reads fixed tasks from ``reset(options={"tasks"})``.
         make_policy: builds the policy (weights come later through :meth:`sample`).
         deterministic: act greedily instead of sampling from the policy.
+        device: where the policy acts (``sampler.device``); environments stay on the CPU.
     """
 
     def __init__(
@@ -72,9 +73,11 @@ class RolloutWorker:
         make_env: Callable[[int], VectorEnv],
         make_policy: Callable[[], RecurrentActorCritic],
         deterministic: bool = False,
+        device: str = "cpu",
     ) -> None:
         self.make_env = make_env
-        self.policy = make_policy()
+        self.device = torch.device(device)
+        self.policy = make_policy().to(self.device)
         self.policy.eval()
         self.deterministic = deterministic
         self._envs: dict[int, VectorEnv] = {}
@@ -99,7 +102,7 @@ class RolloutWorker:
         """Run one trial for each of the shard's tasks; return (B, T) arrays."""
         env = self._env(shard.num_tasks)
         num_actions = int(env.single_action_space.n)
-        generator = torch.Generator().manual_seed(shard.seed)
+        generator = torch.Generator(self.device).manual_seed(shard.seed)
         obs, _ = env.reset(seed=shard.seed, options={"tasks": shard.tasks, **(shard.options or {})})
         batch = shard.num_tasks
         state = self.policy.initial_state(batch, env.max_trial_steps)
@@ -112,21 +115,22 @@ class RolloutWorker:
         }
         while alive.any():
             inputs = rl2_inputs(obs, prev_actions, prev_rewards, prev_dones, num_actions)
-            logits, values, state = self.policy.step(torch.from_numpy(inputs), state)
+            step_inputs = torch.from_numpy(inputs).to(self.device)
+            logits, values, state = self.policy.step(step_inputs, state)
             logprobs = torch.log_softmax(logits, dim=-1)
             if self.deterministic:
                 actions = logits.argmax(-1)
             else:
                 actions = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
             logp = logprobs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-            actions_np = actions.numpy()
+            actions_np = actions.cpu().numpy()
             obs, rewards, terminated, truncated, info = env.step(actions_np)
             trial_end = terminated | truncated
             for key, value in (
                 ("inputs", inputs),
                 ("actions", actions_np),
-                ("logp", logp.numpy()),
-                ("values", values.numpy()),
+                ("logp", logp.cpu().numpy()),
+                ("values", values.cpu().numpy()),
                 ("rewards", rewards * alive),
                 ("dones", trial_end & alive),
                 ("mask", alive.copy()),
