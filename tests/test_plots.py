@@ -101,7 +101,13 @@ def test_fewshot_training_panel_starts_at_the_first_update(tmp_path):
         {"name": "protonet-omniglot", "agent": "fewshot-omniglot", "eval": {"ways": 5, "shots": 1}},
     )
     rows = [
-        {"iteration": i, "total_episodes": i + 1, "accuracy": 0.5, "val_accuracy": float("nan")}
+        {
+            "iteration": i,
+            "total_episodes": i + 1,
+            "wall_time": 30.0 * (i + 1),
+            "accuracy": 0.5,
+            "val_accuracy": float("nan"),
+        }
         for i in range(3)
     ]
     write_metrics(tmp_path, rows)
@@ -109,10 +115,10 @@ def test_fewshot_training_panel_starts_at_the_first_update(tmp_path):
     fig = report_figure(report, tmp_path)
     training = fig.axes[-1]
     first = training.get_lines()[0]
-    assert list(first.get_xdata()) == [1, 2, 3]
+    assert list(first.get_xdata()) == [0.5, 1.0, 1.5]  # minutes of training
     assert legend_labels(training) == ["training (?-way), mean of last 50", "chance"]
     assert training.get_lines()[1].get_ydata()[0] == pytest.approx(1 / 5)
-    assert training.get_xlabel() == "training episodes"
+    assert training.get_xlabel() == "training wall-clock minutes"
     plot_report(report, tmp_path)
     assert (tmp_path / "eval.png").stat().st_size > 10_000
     plt.close(fig)
@@ -136,3 +142,15 @@ def test_maze_drawing_explains_its_marks(tmp_path):
     maze = fig.axes[-1]
     assert legend_labels(maze) == ["start (every episode)", "goal", "episode 1", "episode 2"]
     plt.close(fig)
+
+
+def test_minutes_to_an_accuracy_is_the_first_validation_at_or_above_it():
+    from metarl.eval.report import minutes_to
+
+    nan = float("nan")
+    rows = [
+        {"wall_time": t, "val_accuracy": a}
+        for t, a in [(60, nan), (120, 0.94), (180, 0.96), (240, 0.95), (300, 0.965)]
+    ]
+    assert minutes_to(rows, (0.95, 0.96, 0.97)) == {"0.95": 3.0, "0.96": 3.0, "0.97": None}
+    assert minutes_to(rows[:1], (0.5,)) == {"0.5": None}

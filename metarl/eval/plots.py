@@ -63,7 +63,11 @@ BASELINE_COLOURS = (
 """Baselines' colours in order of first appearance; the agent is black. Blue and orange come
 last: a maze trial's episodes are drawn in them (:data:`envs.mazes.PATH_RGB`)."""
 
-STEP_LABELS = {"total_env_steps": "environment steps", "total_episodes": "training episodes"}
+STEP_LABELS = {
+    "total_env_steps": "environment steps",
+    "total_episodes": "training episodes",
+    "wall_time": "training wall-clock minutes",
+}
 """x-axis label of the training curve, by the cumulative column of ``metrics.csv``."""
 
 
@@ -166,7 +170,9 @@ def _plot_training(ax: Any, report: dict[str, Any], path: Path, colours: dict[st
 
     rows = runs.read_metrics(path)
     column = next((k for k in rows[0] if k.startswith("total_")), "iteration")
-    steps = [r[column] for r in rows]
+    if "val_accuracy" in rows[0]:  # few-shot: time to accuracy is what users compare
+        column = "wall_time"
+    steps = [r[column] / 60 if column == "wall_time" else r[column] for r in rows]
     lines: list[tuple[str, list[float], dict[str, Any]]] = []
     baselines, setting = _training_baselines(report, path)
     if "val_accuracy" in rows[0]:  # few-shot: training batches' accuracy, smoothed; validation

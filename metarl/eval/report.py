@@ -70,12 +70,24 @@ def evaluate_run(
         finally:
             agent.close()
     report["trained_iterations"] = checkpoint["iteration"]
+    if "shots" in report and (path / runs.METRICS).is_file():
+        report["minutes_to_validation"] = minutes_to(runs.read_metrics(path), (0.95, 0.97))
     with lock:
         runs.write_json(path / "eval.json", report)
         if "shots" in report:
             runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
         plot_report(report, path)
     return report
+
+
+def minutes_to(rows: list[dict[str, float]], levels: Sequence[float]) -> dict[str, float | None]:
+    """Training wall-clock minutes until the validation accuracy (``metrics.csv``, the
+    run's eval setting) first reached each level; ``None`` where it never did."""
+    measured = [(r["wall_time"], r["val_accuracy"]) for r in rows if r["val_accuracy"] >= 0]
+    return {
+        f"{level:g}": next((round(t / 60, 2) for t, a in measured if a >= level), None)
+        for level in levels
+    }
 
 
 def _evaluate_sweep(
