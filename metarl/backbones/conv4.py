@@ -31,7 +31,8 @@ class Float32BatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.to(self.weight.dtype))
+            dtype = torch.float32 if self.weight is None else self.weight.dtype
+            return super().forward(x.to(dtype))
 
 
 class MaxPool2x2(nn.MaxPool2d):
