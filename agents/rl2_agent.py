@@ -103,7 +103,7 @@ class RL2Agent:
         self.device = config.train.torch_device
         torch.manual_seed(config.seed)
         make_policy = functools.partial(build_policy, config.model, obs_size, num_actions, max_len)
-        self.policy = make_policy().to(self.device)  # workers act on CPU copies of it
+        self.policy = make_policy().to(self.device)  # workers act on their own copies
         self.learner = RL2(self.policy, config.ppo)
         self.worker_kwargs = {
             "make_env": make_env,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
-import re
 import types
 import typing
 from importlib import resources
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from metarl.devices import resolve_device
+from metarl.devices import CUDA, resolve_device
 from metarl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ class SamplerConfig:
         require(self.max_restarts >= 0, "sampler.max_restarts", self.max_restarts, ">= 0")
         require(self.gpus_per_worker >= 0, "sampler.gpus_per_worker", self.gpus_per_worker, ">= 0")
         require(
-            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", str(self.device)) is not None,
+            self.device == "cpu" or CUDA.fullmatch(str(self.device)) is not None,
             "sampler.device",
             self.device,
             "cpu, cuda or cuda:N",

@@ -23,6 +23,10 @@ if TYPE_CHECKING:  # torch is imported on first use: 'metarl list' reads configs
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
+CUDA = re.compile(r"cuda(?::(\d+))?")
+"""``cuda`` or ``cuda:N``, N captured."""
+
+
 def resolve_device(text: str, key: str = "train.device") -> torch.device:
     """The device that ``text`` names on this machine: ``auto`` (CUDA where available,
     else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ConfigError in one line naming
@@ -34,7 +38,7 @@ def resolve_device(text: str, key: str = "train.device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", text) if isinstance(text, str) else None
+    match = CUDA.fullmatch(text) if isinstance(text, str) else None
     if match:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(match.group(1) or 0)
