@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from device_suite import seconds_per_iteration  # this folder's: the same timing rule
 from torch import Tensor
 
 from metarl.amp import MODES
-from metarl.backbones.conv4 import Conv4
 from metarl.experiment import build_config, resolve_config
 from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.registry import get_recipe
@@ -35,10 +34,10 @@ WAYS, QUERIES, TASKS, DIRECTIONS, EPS = 5, 15, 4, 8, 1e-6
 
 
 def learner(device: torch.device) -> MAMLClassifier:
+    """The shipped ``maml-omniglot`` classifier, its path chosen for ``device``."""
     torch.manual_seed(0)
-    encoder = Conv4(in_channels=1, hidden=64)
-    model = MAMLClassifier(encoder, 64, WAYS, inner_lr=0.4, steps=1, batched=device.type != "cpu")
-    return model.to(device)
+    config = resolve_config(build_config("maml-omniglot", {"train.device": str(device)}))
+    return config.learner.build(config.data.image_size, 0).to(device)
 
 
 def query_loss(model: MAMLClassifier, batch: tuple[Tensor, ...]) -> Tensor:
@@ -121,17 +120,9 @@ def seconds_per_update(device: torch.device, data_dir: str, mode: str, seconds: 
     config = resolve_config(build_config("maml-omniglot", overrides))
     agent = get_recipe(config.agent).build(config)
     try:
-        agent.train_iteration(0)
-        times, began = [], time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            start = time.perf_counter()
-            agent.train_iteration(len(times) + 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
+        return seconds_per_iteration(agent, device, seconds)
     finally:
         agent.close()
-    return statistics.median(times)
 
 
 def main() -> None:
