@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,8 @@ from metarl.learners.meta_pg import (
     task_episodes,
 )
 from metarl.learners.trpo import TRPOConfig
-from metarl.policies import GaussianMLPPolicy
-from metarl.rollout import EpisodeWorker, TaskShard, make_sampler
+from metarl.policies import ACTIVATIONS, GaussianMLPPolicy
+from metarl.rollout import EpisodeWorker, Sampler, TaskShard, make_sampler
 
 
 @dataclasses.dataclass
@@ -66,15 +68,21 @@ class TaskConfig:
 @dataclasses.dataclass
 class PolicyConfig:
     """Attributes:
-    hidden: hidden layer widths of the Gaussian MLP policy (tanh).
-    init_std: initial action standard deviation."""
+    hidden: hidden layer widths of the Gaussian MLP policy.
+    init_std: initial action standard deviation (actions range over [-1, 1]).
+    activation: the hidden layers' nonlinearity: relu (the paper's) or tanh (this
+        project's before issue 16, the default of run folders that do not name one)."""
 
     hidden: list[int] = dataclasses.field(default_factory=lambda: [100, 100])
     init_std: float = 1.0
+    activation: str = "tanh"
 
     def __post_init__(self) -> None:
         require(all(h >= 1 for h in self.hidden), "policy.hidden", self.hidden, "widths >= 1")
         require(self.init_std > 0, "policy.init_std", self.init_std, "a positive number")
+        require(
+            self.activation in ACTIVATIONS, "policy.activation", self.activation, "relu or tanh"
+        )
 
 
 @dataclasses.dataclass
@@ -110,21 +118,33 @@ class EvalConfig(BaseEvalConfig):
 
     Attributes:
     steps: gradient steps of the adaptation curve (0 .. steps).
+    inner_lr: α of each evaluation step, the last repeated for later steps; empty: the
+        training's ``learner.inner_lr``.
     pretrained_run: a run folder of this experiment with ``learner.algorithm: pretrain``
-        giving the fine-tuned baseline; empty: pre-train one now.
+        giving the fine-tuned baseline; empty: this run's own.
+    pretrain_in_train: train this run's baseline during ``train``, after every meta-update
+        until it has taken as many environment steps (false: all of it at evaluation).
     pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline; 0: as many
         as take the environment steps the meta-learner trained with (an equal budget).
     ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch."""
 
     episodes: int = 40
     steps: int = 3
+    inner_lr: list[float] = dataclasses.field(default_factory=list)
     pretrained_run: str = ""
+    pretrain_in_train: bool = True
     pretrain_iterations: int = 0
     ppo_tasks: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive_ints(self, "eval", ("steps",))
+        require(
+            all(rate > 0 for rate in self.inner_lr),
+            "eval.inner_lr",
+            self.inner_lr,
+            "positive step sizes",
+        )
         require(
             self.pretrain_iterations >= 0,
             "eval.pretrain_iterations",
@@ -161,15 +181,28 @@ def build_policy(config: Config) -> GaussianMLPPolicy:
     obs_size = int(np.prod(env.observation_space.shape))
     action_size = int(np.prod(env.action_space.shape))
     env.close()
-    return GaussianMLPPolicy(obs_size, action_size, config.policy.hidden, config.policy.init_std)
+    policy = config.policy
+    return GaussianMLPPolicy(
+        obs_size, action_size, policy.hidden, policy.init_std, policy.activation
+    )
 
 
 class MetaPGAgent:
-    """Samples a meta-batch's episodes on rollout workers, adapts each task, meta-updates."""
+    """Samples a meta-batch's episodes on rollout workers, adapts each task, meta-updates.
+
+    Beside a meta-learner it keeps the multi-task pre-trained baseline of its evaluation
+    (``eval.pretrain_in_train``), trained on the same sampler after every meta-update until
+    it has taken as many environment steps, so that ``metarl eval`` compares at equal
+    budgets without repeating the training's sampling.
+
+    Args:
+        config: the experiment.
+        sampler: rollout workers to share (the baseline's); ``None``: start this agent's own.
+    """
 
     headline = "mean_return"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sampler: Sampler | None = None) -> None:
         self.config = config
         self.device = config.train.torch_device
         torch.manual_seed(config.seed)
@@ -183,7 +216,7 @@ class MetaPGAgent:
             config.trpo,
             learner.outer_lr,
         )
-        self.task_env = make_task_env(config.env.family, config.env.horizon)
+        self.task_env = make_task_env(config.env.family, config.env.horizon).unwrapped
         self.worker_kwargs = {
             "make_envs": functools.partial(
                 make_task_vector_env, config.env.family, config.env.horizon
@@ -193,9 +226,38 @@ class MetaPGAgent:
             "horizon": config.env.horizon,
             "device": config.sampler.device,
         }
-        self.sampler = make_sampler(config.sampler, self.worker_kwargs, EpisodeWorker)
+        self.owns_sampler = sampler is None
+        self.sampler = sampler or make_sampler(config.sampler, self.worker_kwargs, EpisodeWorker)
         self.env_steps: int | None = 0
         """Environment steps of training so far (``None``: a checkpoint that did not count)."""
+        self.baseline: MetaPGAgent | None = None
+        """The pre-trained baseline kept beside this meta-learner, once it exists."""
+        if self.learner.steps_in_training and config.eval.pretrain_in_train:
+            self.baseline = self.new_baseline()
+        self.baseline_iterations = 0
+        self.baseline_return = float("nan")
+
+    def new_baseline(self) -> MetaPGAgent:
+        """A fresh multi-task pre-training of this experiment on this agent's sampler,
+        initialised as a ``learner.algorithm=pretrain`` run of the same seed is."""
+        learner = dataclasses.replace(self.config.learner, algorithm="pretrain")
+        with torch.random.fork_rng(devices=[]):  # leaves the training's random stream alone
+            return MetaPGAgent(dataclasses.replace(self.config, learner=learner), self.sampler)
+
+    def pretrain_baseline(self, env_steps: int, progress: bool = False) -> None:
+        """Train this run's baseline until it has taken ``env_steps`` environment steps."""
+        if self.baseline is None:
+            self.baseline = self.new_baseline()
+        baseline = self.baseline
+        done = min(baseline.env_steps or 0, env_steps)
+        with tqdm(
+            total=env_steps, initial=done, desc="pre-training", unit="step", disable=not progress
+        ) as bar:
+            while (baseline.env_steps or 0) < env_steps:
+                metrics = baseline.train_iteration(self.baseline_iterations)
+                self.baseline_iterations += 1
+                self.baseline_return = metrics["mean_return"]
+                bar.update(int(metrics["env_steps"]))
 
     def sample_tasks(self, seed: Any, count: int) -> np.ndarray:
         """``count`` tasks of the distribution, drawn from ``seed`` alone."""
@@ -203,14 +265,21 @@ class MetaPGAgent:
         return self.task_env.sample_tasks(count)
 
     def rollouts(
-        self, tasks: np.ndarray, theta: Params, steps: int, seed: list[int]
+        self,
+        tasks: np.ndarray,
+        theta: Params,
+        steps: int,
+        seed: list[int],
+        rates: Sequence[float] | None = None,
     ) -> tuple[list[list[TaskEpisodes]], np.ndarray, list[Params], int]:
         """Sample every task with θ, take an inner step on each task's episodes, sample
-        again with the adapted parameters, and so on for ``steps`` steps.
+        again with the adapted parameters, and so on for ``steps`` steps, step j of size
+        ``rates[j]`` (the last repeated; ``None``: the training's).
 
         Returns each sampling's episodes per task (``steps + 1`` lists), the mean return per
         task and sampling (len(tasks), steps + 1), each task's final parameters, and the
         environment steps taken. Sampling ``j`` is seeded by ``(*seed, j)``."""
+        rates = rates or self.learner.maml.rates
         params = [theta] * len(tasks)
         bounds = np.linspace(0, len(tasks), self.config.sampler.shards + 1).astype(int)
         learner = self.config.learner
@@ -230,8 +299,9 @@ class MetaPGAgent:
             returns.append([b["returns"].mean() for b in batches])
             env_steps += int(sum(b["mask"].sum() for b in batches))
             if step < steps:
+                rate = rates[min(step, len(rates) - 1)]
                 pairs = zip(params, episodes[-1], strict=True)
-                params = [self.learner.step(p, e, step) for p, e in pairs]
+                params = [self.learner.step(p, e, rate) for p, e in pairs]
         return episodes, np.array(returns).T, params, env_steps
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
@@ -257,22 +327,29 @@ class MetaPGAgent:
         if stats:  # a TRPO step (Reptile's update reports nothing)
             metrics |= {"loss": stats["loss_after"], "kl": stats["kl"]}
             metrics["line_search_steps"] = stats["line_search_steps"]
+        if steps and cfg.eval.pretrain_in_train and self.env_steps is not None:
+            began = time.perf_counter()
+            self.pretrain_baseline(self.env_steps)
+            metrics["pretrained_return"] = self.baseline_return
+            metrics["pretrain_seconds"] = time.perf_counter() - began
         return metrics
 
     def adaptation_curve(
         self, policy_state: dict[str, torch.Tensor], tasks: np.ndarray, steps: int
     ) -> np.ndarray:
         """Mean return per task (len(tasks), steps + 1) before and after each inner
-        policy-gradient step from the parameters ``policy_state``, sampling
-        ``episodes_per_task`` episodes per step as in training."""
+        policy-gradient step from the parameters ``policy_state`` (step sizes
+        ``eval.inner_lr``), sampling ``episodes_per_task`` episodes per step as in training."""
         # the policy has no buffers; a checkpoint's state may come from another device
         theta = {k: v.detach().to(self.device) for k, v in policy_state.items()}
-        return self.rollouts(tasks, theta, steps, [self.config.eval.seed])[1]
+        seed = [self.config.eval.seed]
+        return self.rollouts(tasks, theta, steps, seed, self.config.eval.inner_lr)[1]
 
     def pretrained_state(self) -> tuple[dict[str, torch.Tensor], int]:
         """The multi-task pre-trained policy and the environment steps it trained with: from
-        ``eval.pretrained_run``, or trained now for ``eval.pretrain_iterations``, by default
-        (0) until it has taken as many environment steps as this meta-learner."""
+        ``eval.pretrained_run``, or trained for ``eval.pretrain_iterations``, by default (0)
+        this run's own, trained (on) until it has taken as many environment steps as this
+        meta-learner."""
         cfg = self.config
         if cfg.eval.pretrained_run:
             path = Path(cfg.eval.pretrained_run)
@@ -281,26 +358,19 @@ class MetaPGAgent:
                 raise UsageError(f"eval.pretrained_run {path} is not a 'pretrain' run")
             checkpoint = runs.load_checkpoint(path)
             return checkpoint["agent"]["policy"], int(checkpoint["env_steps"])
-        iterations = cfg.eval.pretrain_iterations
-        if not iterations and self.env_steps is None:
+        if iterations := cfg.eval.pretrain_iterations:
+            baseline = self.new_baseline()
+            for iteration in tqdm(range(iterations), desc="pre-training", unit="it"):
+                baseline.train_iteration(iteration)
+            return baseline.policy.state_dict(), int(baseline.env_steps or 0)
+        if self.env_steps is None:
             raise UsageError(
                 "this run's checkpoint does not record its environment steps, so the "
                 "pre-trained baseline cannot match them: set eval.pretrain_iterations=N"
             )
-        learner = dataclasses.replace(cfg.learner, algorithm="pretrain")
-        baseline = MetaPGAgent(dataclasses.replace(cfg, learner=learner))
-        budget = iterations or self.env_steps
-        unit = "it" if iterations else "step"
-        try:
-            with tqdm(total=budget, desc="pre-training", unit=unit) as bar:
-                iteration = 0
-                while (iteration if iterations else baseline.env_steps) < budget:
-                    steps = int(baseline.train_iteration(iteration)["env_steps"])
-                    iteration += 1
-                    bar.update(1 if iterations else steps)
-            return baseline.policy.state_dict(), baseline.env_steps
-        finally:
-            baseline.close()
+        self.pretrain_baseline(self.env_steps, progress=True)
+        assert self.baseline is not None
+        return self.baseline.policy.state_dict(), int(self.baseline.env_steps or 0)
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Return after 0..``eval.steps`` gradient steps on held-out tasks, for the agent,
@@ -355,14 +425,28 @@ class MetaPGAgent:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
+        state = {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
+        if self.baseline is not None:
+            state["baseline"] = self.baseline.state_dict() | {
+                "iterations": self.baseline_iterations,
+                "return": self.baseline_return,
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.env_steps = state.get("env_steps")
+        if "baseline" in state:
+            self.baseline = self.baseline or self.new_baseline()
+            self.baseline.load_state_dict(state["baseline"])
+            self.baseline_iterations = state["baseline"]["iterations"]
+            self.baseline_return = state["baseline"]["return"]
 
     def close(self) -> None:
-        self.sampler.close()
+        if self.baseline is not None:
+            self.baseline.close()
+        if self.owns_sampler:
+            self.sampler.close()
         self.task_env.close()
 
 

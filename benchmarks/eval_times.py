@@ -3,11 +3,9 @@
     python benchmarks/eval_times.py [--data-dir DATA_DIR] [--only NAME ...] [--json FILE]
 
 Each experiment is trained for ``--iterations`` iterations (the cost of evaluation does not
-grow with training, except for the ``maml-*`` RL experiments, whose multi-task baseline is
-pre-trained at evaluation for as many environment steps as the run took: after one
-iteration that share is small, and a full run's must be added), then evaluated with its
-config's defaults, as ``metarl eval RUN`` would. Prints one row per experiment: evaluation
-wall and CPU seconds (this process and its children).
+grow with training: the ``maml-*`` RL experiments train their equal-budget baseline during
+``train``), then evaluated with its config's defaults, as ``metarl eval RUN`` would. Prints
+one row per experiment: evaluation wall and CPU seconds (this process and its children).
 """
 
 from __future__ import annotations

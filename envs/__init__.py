@@ -4,7 +4,10 @@ import functools
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import SyncVectorEnv, VectorEnv
+from gymnasium.wrappers import RescaleAction
+from gymnasium.wrappers.vector import RescaleAction as RescaleVectorAction
 
 from envs.bandits import BernoulliBanditEnv, BernoulliBanditVectorEnv
 from envs.locomotion import FAMILIES, LocomotionTaskEnv
@@ -12,21 +15,24 @@ from envs.mazes import MazeEnv, MazeVectorEnv
 from envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 CONTINUOUS_FAMILIES = ("Navigation2D", *FAMILIES)
+UNIT = (np.float32(-1.0), np.float32(1.0))  # the policy's action range
 
 
 def make_task_env(family: str, horizon: int) -> gym.Env:
     """One environment of a continuous-control task family (``Navigation2D`` or a key of
-    :data:`envs.locomotion.FAMILIES`) with episodes of ``horizon`` steps."""
+    :data:`envs.locomotion.FAMILIES`) with episodes of ``horizon`` steps and actions in
+    [-1, 1] (navigation's moves of at most 0.1 rescaled, as the MAML paper's code did)."""
     if family == "Navigation2D":
-        return Navigation2DEnv(horizon)
+        return RescaleAction(Navigation2DEnv(horizon), *UNIT)
     return LocomotionTaskEnv(family, horizon)
 
 
 def make_task_vector_env(family: str, horizon: int, num_envs: int) -> VectorEnv:
-    """``num_envs`` environments of a continuous-control family stepped together: natively
-    batched in numpy for navigation, a ``SyncVectorEnv`` of MuJoCo environments otherwise."""
+    """``num_envs`` environments of a continuous-control family stepped together, as
+    :func:`make_task_env` makes them: natively batched in numpy for navigation, a
+    ``SyncVectorEnv`` of MuJoCo environments otherwise."""
     if family == "Navigation2D":
-        return Navigation2DVectorEnv(num_envs, horizon)
+        return RescaleVectorAction(Navigation2DVectorEnv(num_envs, horizon), *UNIT)
     return SyncVectorEnv([functools.partial(make_task_env, family, horizon)] * num_envs)
 
 

@@ -2,9 +2,11 @@
 
 A *task* is the goal, drawn uniformly from [-0.5, 0.5]². The robot starts at the origin,
 observes its position, and moves by its action clipped to [-0.1, 0.1] per coordinate; the
-reward is the negative distance to the goal after the move. An episode is truncated after
-``horizon`` steps (100 in the paper). Only the rewards tell tasks apart, so a policy must
-adapt from experience, here by a few policy-gradient steps.
+reward is the negative distance to the goal after the move. An episode terminates once the
+robot is within 0.01 of the goal in both coordinates and is truncated after ``horizon`` steps
+(100 in the paper). Only the rewards tell tasks apart, so a policy must adapt from
+experience, here by a few policy-gradient steps. :func:`envs.make_task_env` rescales actions
+to [-1, 1], as the paper's code (rllab's ``normalize``) did.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from metarl.config import require_positive
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1
+REACHED = 0.01  # an episode ends within this distance of the goal in every coordinate
 
 
 def sample_goals(rng: np.random.Generator, num_tasks: int) -> np.ndarray:
@@ -83,19 +86,26 @@ class Navigation2DEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         move = _check_moves(action, (2,))
         self._position = self._position + move
-        reward = -float(np.linalg.norm(self._position - self.task))
+        offset = self._position - self.task
         self._t += 1
-        return self._position.astype(np.float32), reward, False, self._t >= self.horizon, {}
+        reached = bool(np.all(np.abs(offset) < REACHED))
+        return (
+            self._position.astype(np.float32),
+            -float(np.linalg.norm(offset)),
+            reached,
+            self._t >= self.horizon,
+            {},
+        )
 
 
 class Navigation2DVectorEnv(VectorEnv):
     """``num_envs`` navigation episodes stepped together in numpy.
 
     Semantics equal ``num_envs`` copies of :class:`Navigation2DEnv` under gymnasium's
-    next-step autoreset: every episode has ``horizon`` steps, so all end on the same step and
-    the step after that starts new ones (reward 0). ``reset(options={"task": goal})`` fixes
-    one goal for every sub-environment (the episodes of one task); without it each draws its
-    own goal at every reset.
+    next-step autoreset: the step after an episode ends starts a new one in that
+    sub-environment (reward 0). ``reset(options={"task": goal})`` fixes one goal for every
+    sub-environment (the episodes of one task); without it each draws its own goal at every
+    reset.
 
     Args:
         num_envs: episodes stepped at once.
@@ -115,8 +125,8 @@ class Navigation2DVectorEnv(VectorEnv):
         self._single = single  # holds the fixed goal, validated as the single env does
         self.tasks = np.zeros((num_envs, 2))
         self._positions = np.zeros((num_envs, 2))
-        self._t = 0
-        self._needs_reset = True
+        self._t = np.zeros(num_envs, dtype=int)
+        self._ended = np.ones(num_envs, dtype=bool)  # these start anew at the next step
 
     def sample_tasks(self, num_tasks: int) -> np.ndarray:
         """Draw goals from this environment's random generator."""
@@ -126,37 +136,34 @@ class Navigation2DVectorEnv(VectorEnv):
         """Fix one goal for every sub-environment from the next reset on (``None``: sample)."""
         self._single.set_task(task)
 
-    def _new_episodes(self) -> dict[str, Any]:
+    def _new_episodes(self, which: np.ndarray) -> dict[str, Any]:
+        """Start new episodes in the sub-environments of the boolean mask ``which``."""
         fixed = self._single._fixed_task
-        goals = (
-            self.sample_tasks(self.num_envs)
-            if fixed is None
-            else np.tile(fixed, (self.num_envs, 1))
-        )
-        self.tasks = goals
-        self._positions = np.zeros((self.num_envs, 2))
-        self._t = 0
-        self._needs_reset = False
-        return {"task": goals.copy()}
+        self.tasks[which] = self.sample_tasks(int(which.sum())) if fixed is None else fixed
+        self._positions[which] = 0.0
+        self._t[which] = 0
+        self._ended[which] = False
+        return {"task": self.tasks.copy()}
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         reset_tasks(self, seed, options, key="task")
-        info = self._new_episodes()
+        info = self._new_episodes(np.ones(self.num_envs, dtype=bool))
         return self._positions.astype(np.float32), info
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         moves = _check_moves(actions, (self.num_envs, 2))
-        false = np.zeros(self.num_envs, dtype=bool)
-        if self._needs_reset:  # next-step autoreset
-            info = self._new_episodes()
-            return self._positions.astype(np.float32), np.zeros(self.num_envs), false, false, info
-        self._positions = self._positions + moves
-        rewards = -np.linalg.norm(self._positions - self.tasks, axis=1)
-        self._t += 1
-        self._needs_reset = self._t >= self.horizon
-        truncated = np.full(self.num_envs, self._needs_reset)
-        return self._positions.astype(np.float32), rewards, false, truncated, {}
+        restart = self._ended.copy()  # next-step autoreset: these ignore their action
+        moving = ~restart
+        self._positions[moving] += moves[moving]
+        offsets = self._positions - self.tasks
+        rewards = np.where(moving, -np.linalg.norm(offsets, axis=1), 0.0)
+        self._t += moving
+        terminated = moving & np.all(np.abs(offsets) < REACHED, axis=1)
+        truncated = moving & (self._t >= self.horizon)
+        info = self._new_episodes(restart) if restart.any() else {}
+        self._ended = terminated | truncated
+        return self._positions.astype(np.float32), rewards, terminated, truncated, info

@@ -17,6 +17,8 @@ from torch.distributions import Normal
 
 from metarl.backbones.base import SequenceBackbone
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
 
 def rl2_input_size(obs_size: int, num_actions: int) -> int:
     """Width of one RL² input vector."""
@@ -80,14 +82,14 @@ class RecurrentActorCritic(nn.Module):
 
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian policy for continuous actions: an MLP gives the mean, a learned
-    state-independent log standard deviation gives the spread (Finn et al. 2017's policy,
-    with tanh where their text names ReLU).
+    state-independent log standard deviation gives the spread (Finn et al. 2017's policy).
 
     Args:
         obs_size: width of an observation.
         action_size: width of an action.
-        hidden: widths of the hidden layers (tanh).
+        hidden: widths of the hidden layers.
         init_std: initial standard deviation of every action dimension.
+        activation: the hidden layers' nonlinearity, ``relu`` (the paper's) or ``tanh``.
 
     Works on functional parameters: ``torch.func.functional_call(policy, params, (obs,))``
     returns the distribution of the policy with ``params`` in place of its own.
@@ -99,14 +101,19 @@ class GaussianMLPPolicy(nn.Module):
         action_size: int,
         hidden: tuple[int, ...] | list[int] = (100, 100),
         init_std: float = 1.0,
+        activation: str = "tanh",
     ) -> None:
         super().__init__()
         if init_std <= 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
         widths = [obs_size, *hidden]
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(fan_in, fan_out), nn.Tanh()]
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
         self.body = nn.Sequential(*layers, nn.Linear(widths[-1], action_size))
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
 

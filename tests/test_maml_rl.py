@@ -48,11 +48,30 @@ def test_episode_worker_samples_each_task_with_its_own_parameters():
     np.testing.assert_array_equal(own["actions"], again["actions"])
 
 
+def test_a_tasks_episodes_do_not_depend_on_the_tasks_sampled_beside_it():
+    """Tasks run in lockstep with one batched policy call; each keeps its own seeded noise,
+    and a task whose episodes all ended early stops drawing it."""
+    worker = nav_worker(episodes=4, horizon=30)
+    theta = {k: v.detach() for k, v in worker.policy.named_parameters()}
+    sure = {**theta, "log_std": theta["log_std"] - 6.0}  # near-deterministic moves
+    first_move = 0.1 * worker.policy(torch.zeros(2)).mean.clamp(-1, 1).detach().numpy()
+    tasks = np.array([first_move, [0.4, -0.3], [-0.2, 0.1]])  # task 0 ends after one step
+    params = [sure, theta, {k: v * 0.5 for k, v in theta.items()}]
+    worker.lockstep = 2  # tasks 0 and 1 in lockstep, then task 2
+    (together,) = worker.sample(None, [TaskShard(5, tasks, params)])
+    seeds = np.random.SeedSequence(5).generate_state(3)
+    for i in range(3):
+        alone = worker.run_tasks([tasks[i]], [params[i]], [int(seeds[i])])
+        for key, value in alone.items():
+            np.testing.assert_array_equal(together[key][i], value[0])
+    assert together["mask"][0].sum() == 4 and together["mask"][1:, :, 1].all()
+
+
 def test_episode_worker_rewards_follow_each_task():
     worker = nav_worker(episodes=1, horizon=1)
     tasks = np.array([[0.5, 0.5], [0.0, 0.0]])
     (batch,) = worker.sample(None, [TaskShard(0, tasks)])
-    moved = np.clip(batch["actions"][:, 0, 0], -0.1, 0.1)
+    moved = 0.1 * np.clip(batch["actions"][:, 0, 0], -1, 1)  # actions in [-1, 1]: moves of 0.1
     np.testing.assert_allclose(
         batch["rewards"][:, 0, 0], -np.linalg.norm(moved - tasks, axis=-1), rtol=1e-5
     )
@@ -121,18 +140,68 @@ def test_eval_reports_the_adaptation_curve_beside_both_baselines(tmp_path):
     assert gains["mean"][2] == pytest.approx(curve["agent"][3] - curve["agent"][0], rel=1e-4)
 
 
-def test_the_pretrained_baseline_gets_the_meta_learners_env_steps_by_default(tmp_path):
-    """Two MAML iterations sample twice per task (before and after the inner step); the
-    multi-task baseline samples once per iteration, so it takes four to match."""
+def test_the_pretrained_baseline_trains_beside_the_meta_learner_to_equal_env_steps(tmp_path):
+    """MAML samples twice per task and iteration (before and after its inner step), the
+    multi-task baseline once, so it catches up by about two iterations per meta-update; it is
+    the same as a ``pretrain`` run of the same seed, and evaluation reuses it."""
     run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
-    trained = load_checkpoint(run.path)["env_steps"]
-    assert trained == 2 * 2 * 4 * 4 * 20
+    state = load_checkpoint(run.path)["agent"]
+    trained, baseline = state["env_steps"], state["baseline"]
+    per_iteration = 4 * 4 * 20  # tasks x episodes x horizon, less any episode ending early
+    assert trained <= 2 * 2 * per_iteration
+    assert trained <= baseline["env_steps"] < trained + per_iteration
+    rows = read_metrics(run.path)
+    assert all(row["pretrain_seconds"] > 0 for row in rows)
+    alone = metarl.train(
+        "maml-nav2d",
+        out=tmp_path / "alone",
+        overrides={
+            **TINY,
+            "learner.algorithm": "pretrain",
+            "train.iterations": baseline["iterations"],
+        },
+        progress=False,
+    )
+    own = load_checkpoint(alone.path)["agent"]
+    assert "baseline" not in own and own["env_steps"] == baseline["env_steps"]
+    for name, value in own["policy"].items():
+        torch.testing.assert_close(baseline["policy"][name], value, rtol=0, atol=0)
     report = metarl.evaluate(run.path, episodes=2, overrides=["eval.ppo_tasks=0"])
-    assert report["env_steps"] == {"agent": trained, "pretrained": trained}
+    assert report["env_steps"] == {"agent": trained, "pretrained": baseline["env_steps"]}
     fixed = metarl.evaluate(
         run.path, episodes=2, overrides=["eval.ppo_tasks=0", "eval.pretrain_iterations=1"]
     )
-    assert fixed["env_steps"]["pretrained"] == 4 * 4 * 20
+    assert 0 < fixed["env_steps"]["pretrained"] <= per_iteration
+
+
+def test_without_pretraining_in_train_eval_pretrains_to_the_same_baseline(tmp_path):
+    overrides = {**TINY, "eval.pretrain_in_train": False}
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=overrides, progress=False)
+    assert "baseline" not in load_checkpoint(run.path)["agent"]
+    assert "pretrain_seconds" not in read_metrics(run.path)[-1]
+    beside = metarl.train("maml-nav2d", out=tmp_path / "beside", overrides=TINY, progress=False)
+    reports = [
+        metarl.evaluate(r.path, episodes=2, overrides=["eval.ppo_tasks=0"]) for r in (run, beside)
+    ]
+    assert reports[0]["env_steps"] == reports[1]["env_steps"]
+    assert reports[0]["curve"] == reports[1]["curve"]
+
+
+def test_evaluation_steps_take_their_own_step_sizes(tmp_path):
+    """maml-nav2d evaluates with α = 0.1 and then 0.05, as the paper did; an empty list
+    repeats the training's α (0.1)."""
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
+    common = ["eval.ppo_tasks=0", "eval.pretrain_iterations=1", "eval.steps=2"]
+    curves = {
+        rates: metarl.evaluate(run.path, episodes=2, overrides=[*common, f"eval.inner_lr={rates}"])
+        for rates in ("[]", "[0.1]", "[0.1,0.05]")
+    }
+    default = metarl.evaluate(run.path, episodes=2, overrides=common)
+    agent = {rates: report["curve"]["agent"] for rates, report in curves.items()}
+    assert default["curve"]["agent"] == agent["[0.1,0.05]"]
+    assert agent["[]"] == agent["[0.1]"]
+    assert agent["[0.1]"][:2] == agent["[0.1,0.05]"][:2]
+    assert agent["[0.1]"][2] != agent["[0.1,0.05]"][2]
 
 
 @pytest.mark.parametrize(
@@ -190,7 +259,8 @@ def test_every_algorithm_runs_its_inner_steps_and_moves_theta(tmp_path, algorith
     sampled = 0 if algorithm == "pretrain" else steps
     assert {f"return_step{j}" for j in range(sampled + 1)} <= set(row)
     assert f"return_step{sampled + 1}" not in row
-    assert row["env_steps"] == (sampled + 1) * 4 * 4 * 20
+    full = (sampled + 1) * 4 * 4 * 20  # samplings x tasks x episodes x horizon
+    assert 0.8 * full < row["env_steps"] <= full  # less the episodes that reached their goal
     torch.manual_seed(0)
     fresh = build_policy(run.config).state_dict()
     trained = load_checkpoint(run.path)["agent"]["policy"]

@@ -187,7 +187,7 @@ def test_a_non_finite_inner_loss_raises_divergence():
     episodes = TaskEpisodes(obs, obs, torch.ones(2, 3), torch.full((2, 3), float("nan")))
     theta = dict(policy.named_parameters())
     with pytest.raises(DivergenceError, match="inner step 1"):
-        learner.step(theta, episodes, 0)
+        learner.step(theta, episodes, 0.1)
 
 
 @pytest.mark.parametrize(

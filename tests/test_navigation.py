@@ -3,12 +3,31 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from envs import make_task_env
 from envs.navigation import Navigation2DEnv, sample_goals
 
 
 def test_passes_gymnasium_and_sb3_checks():
     check_env(Navigation2DEnv(horizon=5), skip_render_check=True)
-    sb3_check_env(Navigation2DEnv(horizon=5))
+    sb3_check_env(make_task_env("Navigation2D", 5))  # actions in [-1, 1], as SB3 advises
+
+
+def test_an_episode_ends_within_a_hundredth_of_the_goal():
+    env = Navigation2DEnv(horizon=10)
+    env.reset(options={"task": np.array([0.1, -0.095])})
+    assert env.step(np.array([0.05, -0.05]))[2] is False
+    _, reward, terminated, truncated, _ = env.step(np.array([0.05, -0.05]))
+    assert terminated and not truncated and reward == pytest.approx(-0.005)
+    env.reset(options={"task": np.array([0.1, -0.08])})
+    assert not env.step(np.array([0.1, -0.1]))[2]  # 0.02 off in y
+
+
+def test_the_task_env_takes_actions_in_the_unit_box():
+    env = make_task_env("Navigation2D", 3)
+    assert (env.action_space.low == -1).all() and (env.action_space.high == 1).all()
+    env.reset(options={"task": np.array([0.5, 0.5])})
+    obs = env.step(np.array([1.0, -0.5]))[0]
+    np.testing.assert_allclose(obs, [0.1, -0.05])
 
 
 def test_reward_is_minus_the_distance_after_the_clipped_move():
@@ -65,6 +84,29 @@ def test_vector_env_equals_copies_of_the_single_env_under_next_step_autoreset():
         for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-6)
     assert outputs[0][2][3].all() and not outputs[0][3][1].any()  # truncation, then reward 0
+
+
+def test_vector_env_ends_each_episode_on_its_own_as_the_copies_do():
+    from gymnasium.vector import SyncVectorEnv
+
+    from envs.navigation import Navigation2DVectorEnv
+
+    goal = np.array([0.2, -0.2])
+    moves = np.array([[0.1, -0.1], [0.1, 0.0], [0.0, 0.0]])  # the first reaches it in 2 steps
+    outputs = []
+    for env in (
+        Navigation2DVectorEnv(3, horizon=4),
+        SyncVectorEnv([lambda: Navigation2DEnv(4)] * 3),
+    ):
+        env.reset(seed=1, options={"task": goal})
+        outputs.append([env.step(moves)[:4] for _ in range(6)])
+    for a, b in zip(*outputs, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-6)
+    ours = outputs[0]
+    assert [step[2][0] for step in ours] == [False, True, False, False, True, False]
+    assert ours[2][1][0] == 0 and ours[3][1][1] < 0  # the first restarts; the others go on
+    assert ours[3][3][1:].all()  # truncated at the horizon
 
 
 def test_vector_env_rejects_bad_moves():

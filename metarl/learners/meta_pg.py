@@ -121,10 +121,9 @@ class MetaPolicyGradient:
         """REINFORCE with baseline: −mean_t[log π(a_t|s_t) Â_t]."""
         return -masked_mean(self.log_probs(params, episodes) * episodes.advantages, episodes.mask)
 
-    def step(self, params: Params, episodes: TaskEpisodes, step: int) -> Params:
-        """Inner step ``step`` from ``params`` as plain numbers: the parameters that sample
-        the next episodes (and evaluation's adaptation, where ``step`` may pass k)."""
-        rate = self.maml.rates[min(step, len(self.maml.rates) - 1)]
+    def step(self, params: Params, episodes: TaskEpisodes, rate: float) -> Params:
+        """One inner step of size ``rate`` from ``params`` as plain numbers: the parameters
+        that sample the next episodes (in training, and in evaluation's adaptation)."""
         loss = lambda p: self.inner_loss(p, episodes)  # noqa: E731
         detached = {k: v.detach() for k, v in params.items()}
         return {k: v.detach() for k, v in sgd_steps(detached, loss, [rate], False).items()}
