@@ -3,6 +3,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from gymnasium.wrappers import RescaleAction
 
 import metarl
 from agents.maml_rl import build_policy
@@ -65,6 +66,40 @@ def test_a_tasks_episodes_do_not_depend_on_the_tasks_sampled_beside_it():
         for key, value in alone.items():
             np.testing.assert_array_equal(together[key][i], value[0])
     assert together["mask"][0].sum() == 4 and together["mask"][1:, :, 1].all()
+
+
+def test_a_sync_vector_env_steps_only_the_episodes_still_running():
+    """MuJoCo families run in a ``SyncVectorEnv``; a sub-environment whose episode ended is
+    not simulated further, and the episodes equal those of the batched navigation env."""
+    from gymnasium.vector import SyncVectorEnv
+
+    from envs import UNIT
+    from envs.navigation import Navigation2DEnv
+
+    steps = []
+
+    class Counting(Navigation2DEnv):
+        def step(self, action):
+            steps.append(1)
+            return super().step(action)
+
+    def copies(count):
+        return SyncVectorEnv([lambda: RescaleAction(Counting(30), *UNIT)] * count)
+
+    torch.manual_seed(0)
+    sync = EpisodeWorker(copies, functools.partial(GaussianMLPPolicy, 2, 2, [8]), 4, 30)
+    batched = nav_worker(episodes=4, horizon=30)
+    batched.policy.load_state_dict(sync.policy.state_dict())
+    theta = {k: v.detach() for k, v in sync.policy.named_parameters()}
+    sure = {**theta, "log_std": theta["log_std"] - 6.0}
+    first_move = 0.1 * sync.policy(torch.zeros(2)).mean.clamp(-1, 1).detach().numpy()
+    shard = TaskShard(3, np.array([first_move, [0.3, -0.2]]), [sure, theta])
+    (ours,) = sync.sample(None, [shard])
+    (reference,) = batched.sample(None, [shard])
+    assert ours["mask"][0].sum() == 4  # task 0's episodes end after one step
+    assert len(steps) == ours["mask"].sum()  # no step of an ended episode
+    for key in ("mask", "rewards", "returns"):
+        np.testing.assert_allclose(ours[key], reference[key], rtol=1e-6)
 
 
 def test_episode_worker_rewards_follow_each_task():

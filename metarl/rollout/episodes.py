@@ -151,11 +151,11 @@ class EpisodeWorker:
             out["actions"][running, :, t] = action
             out["mask"][running, :, t] = alive[running]
             for i, act in zip(running, action, strict=True):
-                obs[i], reward, terminated, truncated, _ = self.envs[i].step(
-                    np.clip(act, self.low, self.high)
+                reward, ended = _step(
+                    self.envs[i], np.clip(act, self.low, self.high), alive[i], obs[i]
                 )
                 out["rewards"][i, :, t] = reward * alive[i]
-                alive[i] &= ~(terminated | truncated)
+                alive[i] &= ~ended
             if not alive.any():
                 break
         out["returns"] = out["rewards"].sum(axis=2)
@@ -169,3 +169,21 @@ class EpisodeWorker:
 def _groups(count: int, size: int) -> list[tuple[int, int]]:
     """Consecutive index ranges of at most ``size`` covering ``range(count)``."""
     return [(lo, min(lo + size, count)) for lo in range(0, count, size)]
+
+
+def _step(
+    envs: VectorEnv, actions: np.ndarray, alive: np.ndarray, obs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step one task's episodes, writing the next observations into ``obs``; returns the
+    rewards and which episodes ended. A ``SyncVectorEnv`` steps only its sub-environments
+    whose episode runs (an Ant that fell would otherwise simulate a masked episode to the
+    horizon); any other vector steps at once."""
+    sub_envs = getattr(envs, "envs", None)
+    if sub_envs is None:
+        obs[:], reward, terminated, truncated, _ = envs.step(actions)
+        return reward, terminated | truncated
+    reward, ended = np.zeros(len(sub_envs)), ~alive
+    for j in np.flatnonzero(alive):
+        obs[j], reward[j], terminated, truncated, _ = sub_envs[j].step(actions[j])
+        ended[j] = terminated or truncated
+    return reward, ended
