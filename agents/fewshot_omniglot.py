@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from metarl.allocator import keep_freed_memory
 from metarl.amp import MixedPrecision, check_amp
@@ -30,12 +31,13 @@ from metarl.fewshot.omniglot import Splits, load_omniglot
 from metarl.fewshot.protocol import FewShotEvalConfig, episode_accuracy, evaluate_classifier
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
-from metarl.learners.maml import Reptile
+from metarl.learners.maml import Params, Reptile
 from metarl.learners.maml_classifier import MAMLClassifier
 from metarl.learners.matchingnet import MatchingNet
 from metarl.learners.metanet import MetaNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
+from metarl.learners.reptile_classifier import ReptileClassifier
 from metarl.learners.snail_classifier import SNAILClassifier
 
 
@@ -294,21 +296,60 @@ class ProtoMAMLOptions(MAMLOptions):
 
 @dataclasses.dataclass
 class ReptileOptions(InnerLoopOptions):
-    """Reptile (Nichol et al. 2018): SGD on all of each task's images, then θ moves toward
-    the adapted weights; at test time it adapts as first-order MAML does.
+    """Reptile (Nichol et al. 2018): an inner loop on each task's images, then θ moves
+    toward the adapted weights.
 
     Attributes:
-        outer_lr: β, scaled by the learning-rate schedule."""
+        outer_lr: β, scaled by the learning-rate schedule (``optim.schedule: linear``
+            anneals it to 0 as the paper does).
+        inner_optimizer: ``adam`` (β₁ = 0, on minibatches, its state kept across tasks: the
+            paper's final version) or ``sgd`` (full batch; at test time it adapts as
+            first-order MAML does).
+        inner_batch: images per inner iteration in training (null: all the task's).
+        test_steps: inner iterations at test time with ``adam`` (null: ``inner_steps``).
+        test_batch: support images per test iteration with ``adam`` (null: all)."""
 
     kind: str = "reptile"
     outer_lr: float = 1.0
+    inner_optimizer: str = "sgd"
+    inner_batch: int | None = None
+    test_steps: int | None = None
+    test_batch: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.outer_lr > 0, "learner.outer_lr", self.outer_lr, "a positive number")
+        require(
+            self.inner_optimizer in ("adam", "sgd"),
+            "learner.inner_optimizer",
+            self.inner_optimizer,
+            "adam or sgd",
+        )
+        for key in ("inner_batch", "test_steps", "test_batch"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"learner.{key}", value, "null or a count")
+        if self.inner_optimizer == "sgd":
+            require(
+                self.inner_batch is None and self.test_steps is None and self.test_batch is None,
+                "learner.inner_optimizer",
+                self.inner_optimizer,
+                "adam when inner_batch, test_steps or test_batch is set",
+            )
 
     def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
-        return self.classifier(image_size, first_order=True)  # Reptile's φ is first-order
+        if self.inner_optimizer == "sgd":
+            return self.classifier(image_size, first_order=True)  # Reptile's φ is first-order
+        encoder = Conv4(hidden=self.channels)
+        return ReptileClassifier(
+            encoder,
+            encoder.out_features(image_size),
+            self.max_ways,
+            self.inner_lr,
+            self.inner_steps,
+            self.inner_batch,
+            self.test_steps or self.inner_steps,
+            self.test_batch,
+        )
 
     def update(self, agent: FewShotAgent) -> Update:
         return ReptileUpdate(agent, self)
@@ -397,19 +438,25 @@ def resolve_learner(section: Any) -> LearnerOptions:
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Adam, with the learning rate multiplied by ``decay`` every ``decay_every`` updates.
+    """Adam, with the learning rate multiplied by ``decay`` every ``decay_every`` updates
+    (``schedule: step``) or falling linearly to 0 over ``train.iterations`` (``linear``).
 
     Attributes:
         lr: initial learning rate.
-        decay_every: updates between decays.
-        decay: the factor."""
+        schedule: ``step`` or ``linear``.
+        decay_every: updates between decays (``step``).
+        decay: the factor (``step``)."""
 
     lr: float = 1e-3
+    schedule: str = "step"
     decay_every: int = 2000
     decay: float = 0.5
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "optim.lr", self.lr, "a positive number")
+        require(
+            self.schedule in ("step", "linear"), "optim.schedule", self.schedule, "step or linear"
+        )
         require_positive_ints(self, "optim", ("decay_every",))
         require(0 < self.decay <= 1, "optim.decay", self.decay, "a number in (0, 1]")
 
@@ -421,10 +468,14 @@ class EvalConfig(FewShotEvalConfig):
     Attributes:
         shots: support images per class of a test episode (``metarl eval --shots``).
         queries: query images per class.
+        transductive: batch norm at test time over all queries at once; false: over the
+            support images and one query at a time (Reptile with ``inner_optimizer: adam``
+            only, the paper's non-transductive setting).
     """
 
     shots: int = 1
     queries: int = 15
+    transductive: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -481,6 +532,13 @@ class Config:
             self.train.amp,
             "off or bf16 for learner.kind 'reptile'",
         )
+        adam_reptile = getattr(self.learner, "inner_optimizer", None) == "adam"
+        require(
+            self.eval.transductive or adam_reptile,
+            "eval.transductive",
+            self.eval.transductive,
+            "true, unless learner.kind is reptile with inner_optimizer adam",
+        )
 
 
 Update = Callable[[np.random.Generator], tuple[float, float, int]]
@@ -525,6 +583,14 @@ class ReptileUpdate(EpisodeUpdate):
         self.outer_lr, self.schedule = options.outer_lr, agent.schedule
         self.initial_lr = agent.config.optim.lr
 
+    def adapt(self, x: Tensor, y: Tensor, ways: int, rng: np.random.Generator) -> Params:
+        """φ of one task from its images ``x`` and labels ``y``."""
+        model = self.model
+        if isinstance(model, ReptileClassifier):
+            return model.adapt(x, y, ways, model.steps, model.batch, rng)[0]
+        forward = model.maml
+        return self.reptile.adapt(lambda p: F.cross_entropy(forward(p, x)[:, :ways], y))
+
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
         batch = self.sample(rng)
         x = torch.cat([batch.support_x, batch.query_x], 1)
@@ -532,9 +598,7 @@ class ReptileUpdate(EpisodeUpdate):
         forward, ways = self.model.maml, batch.ways
         adapted, losses, hits = [], [], []
         for xi, yi in zip(x, y, strict=True):
-            phi = self.reptile.adapt(
-                lambda p, xi=xi, yi=yi: F.cross_entropy(forward(p, xi)[:, :ways], yi)
-            )
+            phi = self.adapt(xi, yi, ways, rng)
             adapted.append(phi)
             with torch.no_grad():
                 logits = forward(phi, xi)[:, :ways]
@@ -598,8 +662,11 @@ class TrainedClassifier:
         torch.manual_seed(config.seed)
         self.model = build(self.splits).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.optim.lr)
-        self.schedule = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, config.optim.decay_every, config.optim.decay
+        optim = config.optim
+        self.schedule: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.LinearLR(self.optimizer, 1.0, 0.0, config.train.iterations)
+            if optim.schedule == "linear"
+            else torch.optim.lr_scheduler.StepLR(self.optimizer, optim.decay_every, optim.decay)
         )
         self.val_accuracy = float("nan")
 
@@ -685,6 +752,8 @@ class FewShotAgent(TrainedClassifier):
         """Accuracy on test episodes of the ``eval`` setting, with the baselines."""
         ev = self.config.eval
         self.config.learner.check_setting(ev.ways, ev.shots)
+        if isinstance(self.model, ReptileClassifier):
+            self.model.transductive = ev.transductive
         return evaluate_classifier(
             self.model,
             self.images["test"],

@@ -1,0 +1,156 @@
+"""Reptile as a few-shot classifier, as the final version of Nichol et al. 2018 runs it on
+Omniglot: every inner loop is Adam with β₁ = 0 on minibatches of the task's images.
+
+One Adam keeps its second-moment estimates from task to task during training (the paper's
+code restores only the weights after a task, not the optimiser); at test time each episode
+starts from the state training left and restores it afterwards, so episodes stay
+independent. Predictions on the queries are transductive (batch norm over all queries at
+once) or not (over the support images and one query, for each query).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metarl.learners.episodic import check_episode
+from metarl.learners.maml import Params
+from metarl.learners.maml_classifier import MAMLClassifier
+
+BETAS = (0.0, 0.999)  # β₁ = 0: no momentum carried between an inner loop's minibatches
+
+
+class ReptileClassifier(MAMLClassifier):
+    """A Conv4 encoder and a ``max_ways`` head adapted by Adam (β₁ = 0) on minibatches.
+
+    Args:
+        encoder, embedding_size, max_ways: as :class:`MAMLClassifier`.
+        inner_lr: Adam's learning rate in every inner loop.
+        steps: inner iterations in training.
+        batch: training images per inner iteration (``None``: all of the task's).
+        test_steps: inner iterations at test time.
+        test_batch: support images per test iteration (``None``: all of them).
+        transductive: batch norm over all queries at test time, or over the support images
+            and one query at a time.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embedding_size: int,
+        max_ways: int,
+        inner_lr: float,
+        steps: int,
+        batch: int | None,
+        test_steps: int,
+        test_batch: int | None,
+        transductive: bool = True,
+    ) -> None:
+        super().__init__(encoder, embedding_size, max_ways, inner_lr, steps, first_order=True)
+        self.steps, self.batch = steps, batch
+        self.test_steps, self.test_batch = test_steps, test_batch
+        self.transductive = transductive
+        self.names = [name for name, _ in self.net.named_parameters()]
+        self.fast = [p.detach().clone().requires_grad_() for p in self.net.parameters()]
+        self.inner = torch.optim.Adam(self.fast, lr=inner_lr, betas=BETAS)
+        self.order = np.random.default_rng(0)  # test minibatches; training passes its own
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ReptileClassifier:
+        super()._apply(fn, recurse)  # .to(device): the inner loop's tensors follow
+        with torch.no_grad():
+            for i, p in enumerate(self.net.parameters()):
+                self.fast[i].data = p.detach().clone()
+        self.inner = torch.optim.Adam(self.fast, lr=self.inner.defaults["lr"], betas=BETAS)
+        return self
+
+    def adapt(
+        self,
+        x: Tensor,
+        y: Tensor,
+        ways: int,
+        steps: int,
+        batch: int | None,
+        rng: np.random.Generator,
+        each_step: bool = False,
+    ) -> list[Params]:
+        """φ after ``steps`` Adam iterations from θ on minibatches of ``batch`` of the
+        images ``x`` (labels ``y``), drawn without replacement and reshuffled once used
+        up; with ``each_step`` also θ and every intermediate φ, detached."""
+        with torch.no_grad():
+            for fast, theta in zip(self.fast, self.net.parameters(), strict=True):
+                fast.copy_(theta)
+        size = len(x) if batch is None else min(batch, len(x))
+        order: list[int] = []
+        snapshots = [self._snapshot()] if each_step else []
+        with torch.enable_grad():
+            for _ in range(steps):
+                if len(order) < size:
+                    order += rng.permutation(len(x)).tolist()
+                picked, order = order[:size], order[size:]
+                logits = functional_call(self.net, self._params(), (x[picked],))
+                loss = F.cross_entropy(logits[:, :ways], y[picked])
+                self.inner.zero_grad()
+                loss.backward()
+                self.inner.step()
+                if each_step:
+                    snapshots.append(self._snapshot())
+        return snapshots if each_step else [self._snapshot()]
+
+    def _params(self) -> Params:
+        return dict(zip(self.names, self.fast, strict=True))
+
+    def _snapshot(self) -> Params:
+        return {name: p.detach().clone() for name, p in self._params().items()}
+
+    def predict(self, params: Params, support_x: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        """Query logits (M, N) of the adapted ``params`` for one episode."""
+        if self.transductive:
+            return functional_call(self.net, params, (query_x,))[:, :ways]
+        # each query with the support images, so batch norm sees no other query
+        groups = torch.cat([support_x.expand(len(query_x), *support_x.shape), query_x[:, None]], 1)
+        logits = torch.func.vmap(lambda images: functional_call(self.net, params, (images,)))(
+            groups
+        )
+        return logits[:, -1, :ways]
+
+    @torch.no_grad()
+    def logits_by_step(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int
+    ) -> list[Tensor]:
+        """Query logits (B, M, N) before adaptation and after each of the ``test_steps``
+        Adam iterations; each episode starts from training's Adam state and leaves it."""
+        return self._test(support_x, support_y, query_x, ways, each_step=True)
+
+    @torch.no_grad()
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        return self._test(support_x, support_y, query_x, ways, each_step=False)[-1]
+
+    def _test(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, each_step: bool
+    ) -> list[Tensor]:
+        check_episode(support_x, support_y, query_x, ways)
+        if ways > self.max_ways:
+            raise ValueError(
+                f"this Reptile classifier has {self.max_ways} outputs, got {ways} ways"
+            )
+        per_episode = []
+        for xs, ys, xq in zip(support_x, support_y, query_x, strict=True):
+            kept = copy.deepcopy(self.inner.state_dict())
+            adapted = self.adapt(
+                xs, ys, ways, self.test_steps, self.test_batch, self.order, each_step
+            )
+            self.inner.load_state_dict(kept)
+            per_episode.append([self.predict(p, xs, xq, ways) for p in adapted])
+        return [torch.stack(step) for step in zip(*per_episode, strict=True)]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"inner": self.inner.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state["inner"])

@@ -1,0 +1,101 @@
+"""Reptile with the paper's Adam inner loop (Nichol et al. 2018, final version)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import metarl
+from metarl import runs
+from metarl.backbones import Conv4
+from metarl.learners.reptile_classifier import ReptileClassifier
+
+
+def classifier(**kwargs) -> ReptileClassifier:
+    torch.manual_seed(0)
+    encoder = Conv4(hidden=8)
+    options = {"inner_lr": 0.01, "steps": 3, "batch": 4, "test_steps": 4, "test_batch": None}
+    return ReptileClassifier(encoder, encoder.out_features(28), 5, **(options | kwargs))
+
+
+def episode(queries: int = 3) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(1)
+    support_x = torch.rand(1, 5, 1, 28, 28, generator=generator)
+    query_x = torch.rand(1, 5 * queries, 1, 28, 28, generator=generator)
+    return support_x, torch.arange(5)[None], query_x
+
+
+def test_the_first_inner_step_moves_each_weight_by_the_learning_rate():
+    """Adam with β₁ = 0 from a fresh state: m̂ = g and v̂ = g², so the step is lr·sign(g)."""
+    model = classifier()
+    support_x, support_y, _ = episode()
+    theta = {k: v.detach().clone() for k, v in model.net.named_parameters()}
+    (phi,) = model.adapt(support_x[0], support_y[0], 5, 1, None, np.random.default_rng(0))
+    moved = torch.cat([(phi[k] - theta[k]).abs().flatten() for k in theta])
+    moved = moved[moved > 0]  # weights with a zero gradient (unused head rows) stay
+    torch.testing.assert_close(moved, torch.full_like(moved, 0.01), rtol=1e-3, atol=0)
+
+
+def test_training_keeps_the_adam_state_and_testing_leaves_it():
+    model = classifier()
+    support_x, support_y, query_x = episode()
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # two tasks: the second moment accumulates across them
+        model.adapt(support_x[0], support_y[0], 5, 3, 4, rng)
+    assert model.inner.state_dict()["state"][0]["step"].item() == 6
+    kept = copy.deepcopy(model.inner.state_dict())
+    model.eval()
+    curve = model.logits_by_step(support_x, support_y, query_x, 5)
+    assert len(curve) == 5  # before adaptation and after each of the 4 test iterations
+    torch.testing.assert_close(model(support_x, support_y, query_x, 5), curve[-1])
+    for index, state in kept["state"].items():
+        for key, value in state.items():
+            torch.testing.assert_close(model.inner.state_dict()["state"][index][key], value)
+
+
+def test_a_non_transductive_prediction_sees_no_other_query():
+    model = classifier(transductive=False)
+    support_x, support_y, query_x = episode()
+    model.eval()
+    changed = query_x.clone()
+    changed[0, 1:] = torch.rand_like(changed[0, 1:])
+    first = [model(support_x, support_y, q, 5)[0, 0] for q in (query_x, changed)]
+    torch.testing.assert_close(first[0], first[1])
+    model.transductive = True  # batch norm over all queries: the others matter
+    first = [model(support_x, support_y, q, 5)[0, 0] for q in (query_x, changed)]
+    assert not torch.allclose(first[0], first[1])
+
+
+def test_the_inner_state_travels_with_the_weights():
+    model = classifier()
+    support_x, support_y, _ = episode()
+    model.adapt(support_x[0], support_y[0], 5, 2, 4, np.random.default_rng(0))
+    fresh = classifier()
+    fresh.load_state_dict(model.state_dict())
+    saved, loaded = model.inner.state_dict()["state"], fresh.inner.state_dict()["state"]
+    assert saved.keys() == loaded.keys()
+    for index in saved:
+        torch.testing.assert_close(saved[index]["exp_avg_sq"], loaded[index]["exp_avg_sq"])
+
+
+def test_reptile_omniglot_learns_with_the_papers_inner_loop(omniglot_data, tmp_path):
+    overrides = {
+        "data.protocol": "lake",
+        "data.dir": str(omniglot_data),
+        "learner.channels": 16,
+        "episodes.meta_batch": 4,
+        "learner.test_steps": 10,
+        "train.iterations": 60,
+        "eval.val_every": 60,
+        "eval.val_episodes": 50,
+    }
+    run = metarl.train(
+        "reptile-omniglot", out=tmp_path / "run", overrides=overrides, progress=False
+    )
+    rows = runs.read_metrics(run.path)
+    assert np.mean([r["loss"] for r in rows[-10:]]) < np.mean([r["loss"] for r in rows[:5]])
+    assert rows[-1]["val_accuracy"] > 0.3  # 5-way: chance is 0.2
+    assert rows[-1]["lr"] == pytest.approx(0.0)  # β annealed linearly to 0 at the last update
+    plain = metarl.evaluate(run.path, episodes=10, overrides=["eval.transductive=false"])
+    assert plain["value"] > 0.3
