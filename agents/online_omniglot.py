@@ -1,9 +1,10 @@
 """``online-omniglot``: Santoro et al. 2016's one-shot protocol, labels shown one step late.
 
 Each episode shows ``ways`` Omniglot classes ``instances`` times each, in random order, with
-labels drawn afresh; the learner is a Conv4 encoder (layer norm: no step sees a later
-image), a sequence backbone (``model.backbone``: MANN, LSTM or SNAIL, the same classes as
-the RL agents' policies) and a linear head, trained by cross-entropy on every step.
+labels drawn afresh; the learner is an image encoder (Conv4 with layer norm, so that no
+step sees a later image; or the paper's flattened pixels), a sequence backbone
+(``model.backbone``: MANN, LSTM or SNAIL, the same classes as the RL agents' policies) and
+a linear head, trained by cross-entropy on every step.
 ``mann-omniglot`` is its config; its LSTM baseline is ``--set model.backbone=lstm``.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from agents.fewshot_omniglot import DataConfig, OptimConfig, TrainedClassifier
 from metarl.backbones import Conv4
@@ -27,6 +29,7 @@ from metarl.fewshot.protocol import FewShotEvalConfig
 from metarl.learners.sequence_classifier import SequenceClassifier, accuracy_by_instance
 
 REPORTED_INSTANCES = (1, 2, 3, 4, 5, 10)  # the columns of Santoro et al.'s Table 1
+ENCODERS = ("conv4", "pixels")
 
 
 @dataclasses.dataclass
@@ -61,12 +64,15 @@ class Config:
         name: experiment name.
         agent: ``online-omniglot``.
         seed: seeds the weights and every iteration's episodes.
+        encoder: ``conv4`` or ``pixels`` (each image's pixels flattened, as Santoro et al.
+            fed 20 x 20 images: set ``data.image_size: 20``).
         channels: Conv4 encoder width.
     """
 
     name: str
     agent: str
     seed: int = 0
+    encoder: str = "conv4"
     channels: int = 64
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     episodes: EpisodeConfig = dataclasses.field(default_factory=EpisodeConfig)
@@ -76,6 +82,7 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        require(self.encoder in ENCODERS, "encoder", self.encoder, " or ".join(ENCODERS))
         require_positive_ints(self, "", ("channels",))
         require(
             self.eval.ways <= self.episodes.ways,
@@ -86,17 +93,22 @@ class Config:
 
 
 def build_model(config: Config) -> SequenceClassifier:
-    """Conv4, the configured backbone over (embedding, previous label), a linear head.
+    """The encoder, the configured backbone over (embedding, previous label), a linear head.
 
-    The encoder normalises each image on its own (layer norm, ``Conv4(norm="layer")``):
+    The Conv4 encoder normalises each image on its own (layer norm, ``Conv4(norm="layer")``):
     batch norm in training would normalise over every image of the sequence, so the
     prediction at step t would depend on images not yet shown (look-ahead), and running
     statistics alone would leave training unnormalised. Per-image normalisation is causal,
     and the same in training and at test."""
-    encoder = Conv4(hidden=config.channels, norm="layer")
+    size = config.data.image_size
+    encoder: nn.Module
+    if config.encoder == "pixels":
+        encoder, width = nn.Flatten(start_dim=-3), size * size
+    else:
+        conv = Conv4(hidden=config.channels, norm="layer")
+        encoder, width = conv, conv.out_features(size)
     ways, length = config.episodes.ways, config.episodes.ways * config.episodes.instances
-    backbone = config.model.build(encoder.out_features(config.data.image_size) + ways, length)
-    return SequenceClassifier(encoder, backbone, ways)
+    return SequenceClassifier(encoder, config.model.build(width + ways, length), ways)
 
 
 class OnlineOmniglotAgent(TrainedClassifier):

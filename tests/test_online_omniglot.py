@@ -47,14 +47,19 @@ def test_a_step_never_sees_its_own_label():
     assert not torch.allclose(a[:, 4:], b[:, 4:])
 
 
-@pytest.mark.parametrize("backbone", ["mann", "lstm", "snail"])
-def test_in_training_no_step_sees_a_later_image(backbone):
+@pytest.mark.parametrize(
+    ("backbone", "encoder"),
+    [("mann", "conv4"), ("lstm", "conv4"), ("snail", "conv4"), ("mann", "pixels")],
+)
+def test_in_training_no_step_sees_a_later_image(backbone, encoder):
     """The recipe's model, in training mode: changing image 4 of 6 leaves the embeddings
     and logits of steps 0-3 as they were, and changes step 4's."""
     torch.manual_seed(0)
     model_config = ModelConfig(backbone, blocks=["tc 8", "attention 8 8"], hidden_size=16)
     model_config.memory_slots, model_config.memory_width = 8, 8
-    config = Config(name="t", agent="online-omniglot", channels=8, model=model_config)
+    config = Config(
+        name="t", agent="online-omniglot", encoder=encoder, channels=8, model=model_config
+    )
     config.episodes.ways, config.episodes.instances = 3, 2
     model = build_model(config).train()
     images, labels = torch.rand(2, 6, 1, 28, 28), torch.tensor([[0, 1, 2, 0, 1, 2]] * 2)
@@ -66,6 +71,15 @@ def test_in_training_no_step_sees_a_later_image(backbone):
     ]:
         torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=0)
         assert not torch.allclose(a[:, 4], b[:, 4])
+
+
+def test_the_pixel_encoder_feeds_each_flattened_image():
+    config = Config(name="t", agent="online-omniglot", encoder="pixels")
+    config.data.image_size = 20
+    model = build_model(config)
+    images = torch.rand(2, 3, 1, 20, 20)
+    torch.testing.assert_close(model.encoder(images), images.reshape(2, 3, 400))
+    assert model(images, torch.tensor([[0, 1, 2]] * 2), 3).shape == (2, 3, 3)  # 3 of 5 ways
 
 
 def test_batch_norm_in_training_would_let_a_step_see_later_images():
