@@ -111,6 +111,24 @@ def test_check_backbone_catches_a_future_leak_and_a_step_mismatch() -> None:
         check_backbone(SteppedWrong(4, 6))
 
 
+@pytest.mark.parametrize("prefix", [1, 2, 7, 16])
+def test_forward_last_equals_forward_on_each_whole_sequence(prefix: int) -> None:
+    """The shared-prefix path (one sequence per few-shot query) against the plain forward,
+    values and gradients, in float64; dilations 1 to 16 read inside and before the prefix."""
+    model = SNAIL(5, 17, blocks=MIXED).double()
+    shared = torch.randn(3, prefix, 5, dtype=torch.float64, requires_grad=True)
+    last = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    fast = model.forward_last(shared, last)
+    whole = torch.stack(
+        [model(torch.cat([shared, last[:, m : m + 1]], 1))[:, -1] for m in range(4)], 1
+    )
+    torch.testing.assert_close(fast, whole, rtol=0, atol=1e-12)
+    weights = torch.randn_like(fast)
+    grads = [torch.autograd.grad((out * weights).sum(), [shared, last]) for out in (fast, whole)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_every_parameter_gets_a_gradient() -> None:
     model = SNAIL(5, 12, blocks=MIXED)
     model(torch.randn(3, 12, 5)).square().sum().backward()

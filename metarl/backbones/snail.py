@@ -119,6 +119,19 @@ class DenseBlock(nn.Module):
         lagged = F.pad(lagged, (0, 0, self.dilation, 0))[:, : x.shape[1]]
         return torch.cat([x, _gated(now + lagged + self.bias)], dim=-1)
 
+    def forward_last(self, x: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` of a prefix (B, P, C), and of M alternative next steps (B, M, C)
+        each read as step P after that prefix: ((B, P, C + F), (B, M, C + F))."""
+        width, steps = 2 * self.filters, x.shape[1]
+        taps = x @ self.weight
+        now, lagged = taps.chunk(2, dim=-1)
+        shifted = F.pad(lagged, (0, 0, self.dilation, 0))[:, :steps]
+        prefix = torch.cat([x, _gated(now + shifted + self.bias)], dim=-1)
+        pre = last @ self.weight[:, :width] + self.bias
+        if steps >= self.dilation:  # step P's lagged tap: step P - dilation of the prefix
+            pre = pre + lagged[:, steps - self.dilation].unsqueeze(1)
+        return prefix, torch.cat([last, _gated(pre)], dim=-1)
+
     def initial_cache(self, batch_size: int, max_len: int, like: Tensor) -> Tensor:
         """Ring of lagged-tap contributions (dilation, B, 2F); empty if no step reads one."""
         rows = self.dilation if self.dilation < max_len else 0
@@ -177,6 +190,12 @@ class TCBlock(nn.Module):
             x = block(x)
         return x
 
+    def forward_last(self, x: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`DenseBlock.forward_last` through every dense block."""
+        for block in self.dense:
+            x, last = block.forward_last(x, last)
+        return x, last
+
     def initial_cache(self, batch_size: int, max_len: int, like: Tensor) -> list[Tensor]:
         """One ring per dense block."""
         return [block.initial_cache(batch_size, max_len, like) for block in self.dense]
@@ -217,6 +236,20 @@ class AttentionBlock(nn.Module):
         query, key, value = self._split(x)
         read = F.scaled_dot_product_attention(query, key, value, is_causal=True)
         return torch.cat([x, read], dim=-1)
+
+    def forward_last(self, x: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` of a prefix (B, P, C), and of M alternative next steps (B, M, C),
+        each attending to the prefix and to itself."""
+        query, key, value = self._split(x)
+        prefix = torch.cat(
+            [x, F.scaled_dot_product_attention(query, key, value, is_causal=True)], dim=-1
+        )
+        q, k, v = self._split(last)
+        logits = torch.cat([q @ key.transpose(1, 2), (q * k).sum(-1, keepdim=True)], dim=-1)
+        weights = torch.softmax(logits * self.key_size**-0.5, dim=-1)
+        steps = x.shape[1]
+        read = weights[..., :steps] @ value + weights[..., steps:] * v
+        return prefix, torch.cat([last, read], dim=-1)
 
     def initial_cache(self, batch_size: int, max_len: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """Keys (B, max_len, key_size) and values (B, max_len, value_size); row s set at step s."""
@@ -303,6 +336,17 @@ class SNAIL(SequenceBackbone[SNAILState]):
         for block in self.blocks:
             h = block(h)
         return h
+
+    def forward_last(self, prefix: Tensor, last: Tensor) -> Tensor:
+        """Features (B, M, output_size) at the last step of M sequences per row that share
+        the prefix (B, P, input_size) and end in ``last`` (B, M, input_size): equal to
+        ``forward(cat([prefix, last[:, m:m+1]], 1))[:, -1]`` for each m, with the prefix
+        computed once (causality: no prefix step sees what follows it)."""
+        self._check_sequence(torch.cat([prefix, last[:, :1]], 1))
+        h, step = self.projection(prefix), self.projection(last)
+        for block in self.blocks:
+            h, step = block.forward_last(h, step)
+        return step
 
     def initial_state(self, batch_size: int, max_len: int | None = None) -> SNAILState:
         """Empty caches for ``batch_size`` sequences of at most ``max_len`` steps."""

@@ -23,7 +23,8 @@ class SNAILClassifier(EpisodicClassifier):
     """An image encoder followed by SNAIL over support-then-query sequences.
 
     Every query gets its own sequence (support, then that query), so queries never see
-    each other; the support images are encoded once per episode.
+    each other; the support images are encoded, and their steps computed, once per episode
+    (:meth:`SNAIL.forward_last`).
 
     Args:
         encoder: maps images (..., C, H, W) to embeddings (..., embedding_size).
@@ -66,18 +67,10 @@ class SNAILClassifier(EpisodicClassifier):
                 f"this SNAIL classifier reads at most {self.max_ways}-way "
                 f"{self.max_shots}-shot episodes, got {ways} ways and {size} support images"
             )
-        queries = query_x.shape[1]
         support = torch.cat(
             [self.encoder(support_x), F.one_hot(support_y, self.max_ways).float()], -1
         )
         query = self.encoder(query_x)
         query = torch.cat([query, query.new_zeros(*query.shape[:-1], self.max_ways)], -1)
-        sequences = torch.cat(
-            [
-                support.unsqueeze(1).expand(-1, queries, -1, -1),
-                query.unsqueeze(2),
-            ],
-            2,
-        )  # (B, M, N*K + 1, D + max_ways)
-        features = self.snail(sequences.flatten(0, 1))[:, -1]
-        return self.head(features)[:, :ways].view(batch, queries, ways)
+        features = self.snail.forward_last(support, query)  # the support read once per episode
+        return self.head(features)[..., :ways]
