@@ -47,7 +47,7 @@ def test_training_keeps_the_adam_state_and_testing_leaves_it():
     kept = copy.deepcopy(model.inner.state_dict())
     model.eval()
     curve = model.logits_by_step(support_x, support_y, query_x, 5)
-    assert len(curve) == 5  # before adaptation and after each of the 4 test iterations
+    assert model.curve_steps == [0, 1, 2, 4] and len(curve) == 4  # of the 4 test iterations
     torch.testing.assert_close(model(support_x, support_y, query_x, 5), curve[-1])
     for index, state in kept["state"].items():
         for key, value in state.items():
@@ -99,3 +99,4 @@ def test_reptile_omniglot_learns_with_the_papers_inner_loop(omniglot_data, tmp_p
     assert rows[-1]["lr"] == pytest.approx(0.0)  # β annealed linearly to 0 at the last update
     plain = metarl.evaluate(run.path, episodes=10, overrides=["eval.transductive=false"])
     assert plain["value"] > 0.3
+    assert plain["curve"]["x"] == [0, 1, 2, 5, 10] and plain["gains"]["x"] == [1, 2, 5, 10]

@@ -156,10 +156,11 @@ def evaluate_classifier(
     if steps:
         by_episode = torch.cat(steps)[:curve_episodes].cpu()
         points = by_episode.shape[1]
+        x = list(getattr(model, "curve_steps", range(points)))  # the steps measured
         report["curve_of"] = "inner_steps"
-        report["gains"] = gains(by_episode.numpy(), list(range(1, points)))
+        report["gains"] = gains(by_episode.numpy(), x[1:])
         report["curve"] = {
-            "x": list(range(points)),
+            "x": x,
             "agent": by_episode.mean(0).tolist(),
             "pixel_nn": curve(pixel) * points,
             "chance": [1.0 / ways] * points,

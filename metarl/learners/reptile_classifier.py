@@ -119,12 +119,19 @@ class ReptileClassifier(MAMLClassifier):
         )
         return logits[:, -1, :ways]
 
+    @property
+    def curve_steps(self) -> list[int]:
+        """The test iterations after which :meth:`logits_by_step` predicts: 0, 1, 2, 5, 10,
+        20, 50, ... up to ``test_steps`` (every one of 50 would cost 50 query passes)."""
+        marks = [0] + [m * 10**e for e in range(len(str(self.test_steps))) for m in (1, 2, 5)]
+        return sorted({m for m in marks if m < self.test_steps} | {self.test_steps})
+
     @torch.no_grad()
     def logits_by_step(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int
     ) -> list[Tensor]:
-        """Query logits (B, M, N) before adaptation and after each of the ``test_steps``
-        Adam iterations; each episode starts from training's Adam state and leaves it."""
+        """Query logits (B, M, N) before adaptation and after the Adam iterations of
+        :attr:`curve_steps`; each episode starts from training's Adam state and leaves it."""
         return self._test(support_x, support_y, query_x, ways, each_step=True)
 
     @torch.no_grad()
@@ -146,6 +153,8 @@ class ReptileClassifier(MAMLClassifier):
                 xs, ys, ways, self.test_steps, self.test_batch, self.order, each_step
             )
             self.inner.load_state_dict(kept)
+            if each_step:
+                adapted = [adapted[step] for step in self.curve_steps]
             per_episode.append([self.predict(p, xs, xq, ways) for p in adapted])
         return [torch.stack(step) for step in zip(*per_episode, strict=True)]
 
