@@ -24,11 +24,16 @@ from metarl.allocator import keep_freed_memory
 from metarl.amp import MixedPrecision, check_amp
 from metarl.backbones import Conv4, parse_block
 from metarl.config import TrainConfig as BaseTrainConfig
-from metarl.config import require, require_positive_ints
+from metarl.config import is_positive_int, require, require_positive_ints
+from metarl.devices import torch_threads, usable_cpus
 from metarl.errors import ConfigError, UsageError
 from metarl.fewshot.episodes import Episodes, EpisodeSampler, to_float
 from metarl.fewshot.omniglot import Splits, load_omniglot
-from metarl.fewshot.protocol import FewShotEvalConfig, episode_accuracy, evaluate_classifier
+from metarl.fewshot.protocol import (
+    FewShotEvalConfig,
+    episode_accuracy,
+    evaluate_classifier,
+)
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
 from metarl.learners.maml import Params, Reptile
@@ -471,15 +476,26 @@ class EvalConfig(FewShotEvalConfig):
         transductive: batch norm at test time over all queries at once; false: over the
             support images and one query at a time (Reptile with ``inner_optimizer: adam``
             only, the paper's non-transductive setting).
+        workers: threads of ``metarl eval``, each measuring test episodes on its own copy
+            of the model with one torch thread (0: one per CPU of this process on the CPU,
+            one on an accelerator). Results do not depend on it; validation during
+            training keeps to the run's threads.
     """
 
     shots: int = 1
     queries: int = 15
     transductive: bool = True
+    workers: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive_ints(self, "eval", ("shots", "queries"))
+        require(
+            is_positive_int(self.workers) or self.workers == 0,
+            "eval.workers",
+            self.workers,
+            "an integer >= 0",
+        )
 
 
 @dataclasses.dataclass
@@ -754,15 +770,18 @@ class FewShotAgent(TrainedClassifier):
         self.config.learner.check_setting(ev.ways, ev.shots)
         if isinstance(self.model, ReptileClassifier):
             self.model.transductive = ev.transductive
-        return evaluate_classifier(
-            self.model,
-            self.images["test"],
-            ways=ev.ways,
-            shots=ev.shots,
-            queries=ev.queries,
-            episodes=episodes,
-            seed=ev.seed,
-        )
+        workers = ev.workers or (usable_cpus() if self.device.type == "cpu" else 1)
+        with torch_threads(1 if workers > 1 else 0):
+            return evaluate_classifier(
+                self.model,
+                self.images["test"],
+                ways=ev.ways,
+                shots=ev.shots,
+                queries=ev.queries,
+                episodes=episodes,
+                seed=ev.seed,
+                workers=workers,
+            )
 
 
 def build(config: Config) -> FewShotAgent:

@@ -10,10 +10,11 @@ meta-update (MAML-TRPO, its first-order variant, or Reptile's) then uses the las
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
-from metarl.devices import on_cpu
+from metarl.devices import on_cpu, usable_cpus
 from metarl.errors import UsageError
 from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
@@ -126,7 +127,10 @@ class EvalConfig(BaseEvalConfig):
         until it has taken as many environment steps (false: all of it at evaluation).
     pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline; 0: as many
         as take the environment steps the meta-learner trained with (an equal budget).
-    ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch."""
+    ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch.
+    workers: Ray rollout actors of ``metarl eval`` when the run samples in-process
+        (``sampler.backend: local``); 0: one per CPU of this machine; 1: in-process. The
+        curves do not depend on it (each shard has its own seed)."""
 
     episodes: int = 40
     steps: int = 3
@@ -135,10 +139,12 @@ class EvalConfig(BaseEvalConfig):
     pretrain_in_train: bool = True
     pretrain_iterations: int = 0
     ppo_tasks: int = 5
+    workers: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive_ints(self, "eval", ("steps",))
+        require(self.workers >= 0, "eval.workers", self.workers, "an integer >= 0")
         require(
             all(rate > 0 for rate in self.inner_lr),
             "eval.inner_lr",
@@ -372,6 +378,30 @@ class MetaPGAgent:
         assert self.baseline is not None
         return self.baseline.policy.state_dict(), int(self.baseline.env_steps or 0)
 
+    @contextlib.contextmanager
+    def evaluation_sampler(self) -> Iterator[None]:
+        """This agent and its baseline sample on ``eval.workers`` Ray actors inside the
+        block, when the run samples in-process and more than one is asked for."""
+        workers = self.config.eval.workers or usable_cpus()
+        if self.config.sampler.backend != "local" or workers == 1:
+            yield
+            return
+        ray_sampler = dataclasses.replace(self.config.sampler, backend="ray", workers=workers)
+        kept, self.sampler = (
+            self.sampler,
+            make_sampler(ray_sampler, self.worker_kwargs, EpisodeWorker),
+        )
+        try:
+            for baseline in (self.baseline, None):  # the baseline shares its sampler
+                if baseline is not None:
+                    baseline.sampler = self.sampler
+            yield
+        finally:
+            self.sampler.close()
+            self.sampler = kept
+            if self.baseline is not None:  # perhaps made inside the block
+                self.baseline.sampler = kept
+
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Return after 0..``eval.steps`` gradient steps on held-out tasks, for the agent,
         the fine-tuned pre-trained policy and PPO from scratch with as many env steps; per
@@ -382,11 +412,12 @@ class MetaPGAgent:
         cfg = self.config
         tasks = self.sample_tasks([cfg.eval.seed], episodes)
         steps = cfg.eval.steps
-        pretrained, pretrained_env_steps = self.pretrained_state()
-        curves = {
-            "agent": self.adaptation_curve(self.policy.state_dict(), tasks, steps),
-            "pretrained_finetuned": self.adaptation_curve(pretrained, tasks, steps),
-        }
+        with self.evaluation_sampler():
+            pretrained, pretrained_env_steps = self.pretrained_state()
+            curves = {
+                "agent": self.adaptation_curve(self.policy.state_dict(), tasks, steps),
+                "pretrained_finetuned": self.adaptation_curve(pretrained, tasks, steps),
+            }
         if cfg.eval.ppo_tasks:
             curves["ppo_scratch"] = ppo_scratch_curve(
                 functools.partial(make_task_env, cfg.env.family, cfg.env.horizon),

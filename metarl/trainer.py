@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import signal
 import threading
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from metarl import runs
 from metarl.config import to_dict
+from metarl.devices import usable_cpus
 from metarl.errors import RunFailed, UsageError, WorkersLost
 from metarl.experiment import (
     apply_fewshot_options,
@@ -171,7 +171,7 @@ def _check_sampler(config: Any, workers_given: bool) -> None:
             "--workers applies to Ray rollout workers; add --backend ray "
             "(the local backend samples in this process)"
         )
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if sampler.backend == "ray" and not sampler.ray_address and sampler.workers > cpus:
         raise UsageError(
             f"{sampler.workers} Ray workers on this machine's {cpus} CPUs; use at most {cpus}, "

@@ -20,6 +20,7 @@ TINY = {
     "sampler.shards": 2,
     "policy.hidden": [16, 16],
     "train.iterations": 2,
+    "eval.workers": 1,  # in-process; one test below checks that Ray actors give the same
 }
 
 
@@ -220,6 +221,19 @@ def test_without_pretraining_in_train_eval_pretrains_to_the_same_baseline(tmp_pa
     ]
     assert reports[0]["env_steps"] == reports[1]["env_steps"]
     assert reports[0]["curve"] == reports[1]["curve"]
+
+
+def test_evaluation_on_ray_actors_gives_the_in_process_curves(tmp_path):
+    """``eval.workers`` spreads the evaluation's sampling (the baseline's pre-training too)
+    over Ray actors when the run sampled in-process; each shard keeps its seed."""
+    run = metarl.train("maml-nav2d", out=tmp_path / "run", overrides=TINY, progress=False)
+    common = ["eval.ppo_tasks=0", "eval.pretrain_iterations=1"]
+    local, spread = (
+        metarl.evaluate(run.path, episodes=3, overrides=[*common, f"eval.workers={n}"])
+        for n in (1, 2)
+    )
+    assert spread["curve"] == local["curve"] and spread["env_steps"] == local["env_steps"]
+    assert spread["paired"] == local["paired"]
 
 
 def test_evaluation_steps_take_their_own_step_sizes(tmp_path):

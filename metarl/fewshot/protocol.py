@@ -10,14 +10,18 @@ support images per class.
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.config import EvalConfig, require_positive_ints
+from metarl.config import EvalConfig, require_positive, require_positive_ints
 from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import Episodes, EpisodeSampler
@@ -58,6 +62,41 @@ def pixel_nn_logits(episodes: Episodes) -> Tensor:
     return -masked.amin(2)
 
 
+@dataclasses.dataclass
+class _Measured:
+    """What one batch of test episodes gave: accuracies per inner step (B, steps + 1), or
+    ``None`` outside the curve, and per shot count the agent's and pixel-NN's (B,)."""
+
+    steps: Tensor | None
+    agent: dict[int, Tensor]
+    pixel: dict[int, Tensor]
+
+
+def _measure(
+    model: EpisodicClassifier, full: Episodes, in_curve: bool, shot_counts: list[int]
+) -> _Measured:
+    """Accuracies of one batch of episodes with all of its support images (``shots``), and
+    inside the curve also with fewer, or after each inner step."""
+    shots = full.shots
+    every: list[Tensor] = []
+    steps = None
+    if in_curve and hasattr(model, "logits_by_step"):
+        every = model.logits_by_step(full.support_x, full.support_y, full.query_x, full.ways)
+        steps = torch.stack([episode_accuracy(x, full.query_y) for x in every], 1)
+    agent, pixel = {}, {}
+    for k in shot_counts:
+        if k < shots and not in_curve:
+            continue
+        part = full.with_shots(k)
+        # the curve's last point is the adapted model's output: not computed twice
+        logits = (
+            every[-1] if every else model(part.support_x, part.support_y, part.query_x, part.ways)
+        )
+        agent[k] = episode_accuracy(logits, part.query_y)
+        pixel[k] = episode_accuracy(pixel_nn_logits(part), part.query_y)
+    return _Measured(steps, agent, pixel)
+
+
 @torch.no_grad()
 def evaluate_classifier(
     model: EpisodicClassifier,
@@ -70,6 +109,7 @@ def evaluate_classifier(
     seed: int,
     batch: int | None = None,
     curve_episodes: int = 200,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Accuracy of ``model`` and the baselines on ``episodes`` test episodes.
 
@@ -84,42 +124,45 @@ def evaluate_classifier(
             the (class, query) pairs of a Relation Network in memory).
         curve_episodes: episodes measured at every shot count (or inner step) for the
             adaptation curve.
+        workers: threads measuring batches of episodes at once, each on its own copy of
+            the model (torch runs operations outside Python's lock, so with one intra-op
+            thread each they fill as many cores). The report does not depend on it: the
+            batches, and what a model does with each, are the same.
 
     Returns:
         the fewshot fields of ``eval.json`` (DESIGN.md).
     """
+    workers = require_positive("evaluate_classifier", "workers", workers)
     sampler = EpisodeSampler(images, ways, shots, queries, "test")
     batch = batch or max(1, 400 // (ways * queries))
     rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
     by_step = hasattr(model, "logits_by_step")
     shot_counts = [shots] if by_step else list(range(1, shots + 1))
-    steps: list[Tensor] = []  # (episodes, inner steps + 1) accuracies
-    agent: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
-    pixel: dict[int, list[Tensor]] = {k: [] for k in shot_counts}
+    was_training = model.training
+    model.eval()
+    copies = threading.local()
+
+    def measure(full: Episodes, in_curve: bool) -> _Measured:
+        if workers > 1 and not hasattr(copies, "model"):
+            copies.model = copy.deepcopy(model)
+        with torch.no_grad():  # grad mode is per thread
+            return _measure(getattr(copies, "model", model), full, in_curve, shot_counts)
+
+    results: list[_Measured] = []
     try:
-        for start in range(0, episodes, batch):
-            size = min(batch, episodes - start)
-            full = sampler.sample(rng, size)
-            every: list[Tensor] = []
-            if by_step and start < curve_episodes:
-                every = model.logits_by_step(full.support_x, full.support_y, full.query_x, ways)
-                steps.append(torch.stack([episode_accuracy(x, full.query_y) for x in every], 1))
-            for k in shot_counts:
-                if k < shots and start >= curve_episodes:
-                    continue
-                part = full.with_shots(k)
-                # the curve's last point is the adapted model's output: not computed twice
-                logits = (
-                    every[-1]
-                    if every
-                    else model(part.support_x, part.support_y, part.query_x, ways)
-                )
-                agent[k].append(episode_accuracy(logits, part.query_y))
-                pixel[k].append(episode_accuracy(pixel_nn_logits(part), part.query_y))
+        with ThreadPoolExecutor(workers) as pool:
+            pending: collections.deque[Future[_Measured]] = collections.deque()
+            for start in range(0, episodes, batch):
+                full = sampler.sample(rng, min(batch, episodes - start))
+                pending.append(pool.submit(measure, full, start < curve_episodes))
+                while len(pending) > 2 * workers:  # only a few batches drawn ahead
+                    results.append(pending.popleft().result())
+            results += [future.result() for future in pending]
     finally:
         model.train(was_training)
+    steps = [r.steps for r in results if r.steps is not None]
+    agent = {k: [r.agent[k] for r in results if k in r.agent] for k in shot_counts}
+    pixel = {k: [r.pixel[k] for r in results if k in r.pixel] for k in shot_counts}
     agent_acc, pixel_acc = (torch.cat(s[shots]).cpu().numpy() for s in (agent, pixel))
     value, ci95 = mean_ci95(agent_acc)
     pixel_value, pixel_ci95 = mean_ci95(pixel_acc)

@@ -11,6 +11,7 @@ once) or not (over the support images and one query, for each query).
 from __future__ import annotations
 
 import copy
+import zlib
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,6 @@ class ReptileClassifier(MAMLClassifier):
         self.names = [name for name, _ in self.net.named_parameters()]
         self.fast = [p.detach().clone().requires_grad_() for p in self.net.parameters()]
         self.inner = torch.optim.Adam(self.fast, lr=inner_lr, betas=BETAS)
-        self.order = np.random.default_rng(0)  # test minibatches; training passes its own
 
     def _apply(self, fn: Any, recurse: bool = True) -> ReptileClassifier:
         super()._apply(fn, recurse)  # .to(device): the inner loop's tensors follow
@@ -149,9 +149,10 @@ class ReptileClassifier(MAMLClassifier):
         per_episode = []
         for xs, ys, xq in zip(support_x, support_y, query_x, strict=True):
             kept = copy.deepcopy(self.inner.state_dict())
-            adapted = self.adapt(
-                xs, ys, ways, self.test_steps, self.test_batch, self.order, each_step
-            )
+            # minibatches drawn by the episode's own images: the same however episodes are
+            # batched or spread over threads
+            order = np.random.default_rng(zlib.crc32(xs.cpu().numpy().tobytes()))
+            adapted = self.adapt(xs, ys, ways, self.test_steps, self.test_batch, order, each_step)
             self.inner.load_state_dict(kept)
             if each_step:
                 adapted = [adapted[step] for step in self.curve_steps]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from metarl.config import SamplerConfig
+from metarl.devices import usable_cpus
 from metarl.errors import UsageError, WorkersLost
 from metarl.rollout.worker import Batch, RolloutWorker
 
@@ -120,7 +121,7 @@ class RaySampler:
     ) -> None:
         import ray
 
-        init_ray(address, num_cpus=max(workers, os.cpu_count() or 1))
+        init_ray(address, num_cpus=max(workers, usable_cpus()))
         options = actor_resources(gpus_per_worker)
         self._new_actor = lambda: ray.remote(**options)(worker).remote(**worker_kwargs)
         self.actors = [self._new_actor() for _ in range(workers)]
