@@ -13,6 +13,7 @@ from envs.bandits import BernoulliBanditEnv, BernoulliBanditVectorEnv
 from envs.locomotion import FAMILIES, LocomotionTaskEnv
 from envs.mazes import MazeEnv, MazeVectorEnv
 from envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
+from envs.tabular_mdp import TabularMDPEnv, TabularMDPVectorEnv
 
 CONTINUOUS_FAMILIES = ("Navigation2D", *FAMILIES)
 UNIT = (np.float32(-1.0), np.float32(1.0))  # the policy's action range
@@ -55,6 +56,8 @@ __all__ = [
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
     "RL2Inputs",
+    "TabularMDPEnv",
+    "TabularMDPVectorEnv",
     "make_task_env",
     "make_task_vector_env",
     "register_envs",

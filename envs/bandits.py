@@ -28,7 +28,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.tasks import reset_task, reset_tasks
+from envs.tasks import check_actions, next_tasks, reset_task, reset_tasks
 from metarl.config import require_positive
 
 
@@ -189,11 +189,7 @@ class BernoulliBanditVectorEnv(VectorEnv):
         self._uniforms = None if uniforms is None else _check_uniforms(uniforms, shape)
 
     def _new_trial(self) -> dict[str, Any]:
-        self.tasks = (
-            self._fixed_tasks.copy()
-            if self._fixed_tasks is not None
-            else self.sample_tasks(self.num_envs)
-        )
+        self.tasks = next_tasks(self)
         self._t = 0
         self._pulls[:] = 0
         self._needs_reset = False
@@ -210,11 +206,7 @@ class BernoulliBanditVectorEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be integers of shape ({self.num_envs},)")
-        if actions.min() < 0 or actions.max() >= self.num_arms:
-            raise ValueError(f"actions must lie in [0, {self.num_arms})")
+        actions = check_actions(actions, self.num_envs, self.num_arms)
         false = np.zeros(self.num_envs, dtype=bool)
         if self._needs_reset:  # next-step autoreset
             info = self._new_trial()

@@ -44,7 +44,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.tasks import reset_task, reset_tasks
+from envs.tasks import check_actions, reset_task, reset_tasks
 
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))  # (row, column) step of up, right, down, left
 
@@ -553,11 +553,7 @@ class MazeVectorEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be integers of shape ({self.num_envs},)")
-        if actions.min() < 0 or actions.max() > 3:
-            raise ValueError("actions must lie in [0, 4): 0 up, 1 right, 2 down, 3 left")
+        actions = check_actions(actions, self.num_envs, 4, ": 0 up, 1 right, 2 down, 3 left")
         resetting = np.flatnonzero(self._needs_reset)
         rewards, terminated, truncated, episode_end = self._trials.step(actions)
         if resetting.size:  # next-step autoreset: these start a new trial instead of moving

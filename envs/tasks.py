@@ -33,3 +33,24 @@ def reset_tasks(
     VectorEnv.reset(env, seed=seed)
     if options and key in options:
         (env.set_tasks if key == "tasks" else env.set_task)(options[key])
+
+
+def next_tasks(env: Any) -> np.ndarray:
+    """The tasks of the next trials of ``env`` (a :class:`VectorEnv` with ``sample_tasks``,
+    ``num_envs`` and ``_fixed_tasks``): a copy of the fixed ones, else fresh ones drawn from
+    ``env.np_random``."""
+    fixed = env._fixed_tasks
+    return fixed.copy() if fixed is not None else env.sample_tasks(env.num_envs)
+
+
+def check_actions(
+    actions: np.ndarray, num_envs: int, num_actions: int, meaning: str = ""
+) -> np.ndarray:
+    """The actions of a batched discrete step, validated: integers of shape (num_envs,) in
+    [0, num_actions); ``meaning`` (e.g. ``": 0 up, 1 right"``) ends the range's message."""
+    actions = np.asarray(actions)
+    if actions.shape != (num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+        raise ValueError(f"actions must be integers of shape ({num_envs},)")
+    if actions.min() < 0 or actions.max() >= num_actions:
+        raise ValueError(f"actions must lie in [0, {num_actions}){meaning}")
+    return actions
