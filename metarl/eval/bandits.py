@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from metarl.eval.bandit_baselines import BASELINES, run_baseline
-from metarl.eval.paired import paired
-from metarl.eval.stats import mean_ci95
+from metarl.eval.paired import versus_baselines
 
 
 def bandit_report(
@@ -20,31 +19,23 @@ def bandit_report(
     and per baseline the paired per-task difference agent minus baseline
     (:func:`metarl.eval.paired.paired`)."""
     horizon = agent_rewards.shape[1]
-    agent_totals = agent_rewards.sum(axis=1)
-    value, ci95 = mean_ci95(agent_totals)
     curve: dict[str, list] = {
         "x": list(range(1, horizon + 1)),
         "agent": agent_rewards.mean(axis=0).round(5).tolist(),
     }
-    baselines, baselines_ci95, settings, comparisons = {}, {}, {}, {}
+    totals, settings = {}, {}
     for j, (name, make) in enumerate(BASELINES.items(), start=1):
         policy = make()
         rewards = run_baseline(policy, tasks, uniforms, np.random.SeedSequence([seed, j]))
-        totals = rewards.sum(axis=1)
-        baselines[name], baselines_ci95[name] = mean_ci95(totals)
+        totals[name] = rewards.sum(axis=1)
         curve[name] = rewards.mean(axis=0).round(5).tolist()
         if policy.settings():
             settings[name] = policy.settings()
-        comparisons[name] = paired(agent_totals, totals, higher_is_better=True)
     return {
         "metric": "cumulative_reward",
         "higher_is_better": True,
-        "value": value,
-        "ci95": ci95,
+        **versus_baselines(agent_rewards.sum(axis=1), totals, higher_is_better=True),
         "episodes": len(tasks),
-        "baselines": baselines,
-        "baselines_ci95": baselines_ci95,
         "baseline_settings": settings,
-        "paired": comparisons,
         "curve": curve,
     }

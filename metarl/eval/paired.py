@@ -7,12 +7,12 @@ a claim that the agent beats a baseline means that the paired interval excludes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from metarl.eval.stats import paired_diff_ci
+from metarl.eval.stats import mean_ci95, paired_diff_ci
 
 
 def paired(agent: np.ndarray, baseline: np.ndarray, higher_is_better: bool) -> dict[str, Any]:
@@ -37,3 +37,25 @@ def gains(curve: np.ndarray, x: Sequence[Any]) -> dict[str, list]:
         )
     pairs = [paired_diff_ci(curve[:, j], curve[:, 0]) for j in range(1, curve.shape[1])]
     return {"x": list(x), "mean": [m for m, _ in pairs], "ci95": [h for _, h in pairs]}
+
+
+def versus_baselines(
+    agent: np.ndarray, baselines: Mapping[str, np.ndarray], higher_is_better: bool
+) -> dict[str, Any]:
+    """``eval.json``'s comparison fields for one value per task of the agent and of each
+    baseline on the same tasks: the agent's mean (``value``) and its 95% half-width
+    (``ci95``), each baseline's (``baselines``, ``baselines_ci95``), and per baseline the
+    paired difference agent minus baseline (``paired``, :func:`paired`)."""
+    value, ci95 = mean_ci95(agent)
+    means, halves = {}, {}
+    for name, values in baselines.items():
+        means[name], halves[name] = mean_ci95(values)
+    return {
+        "value": value,
+        "ci95": ci95,
+        "baselines": means,
+        "baselines_ci95": halves,
+        "paired": {
+            name: paired(agent, values, higher_is_better) for name, values in baselines.items()
+        },
+    }
