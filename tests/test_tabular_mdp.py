@@ -1,9 +1,13 @@
-"""Random tabular MDPs (Duan et al. 2016): the task distribution, its environments."""
+"""Random tabular MDPs (Duan et al. 2016): the task distribution, its environments, the
+baselines and the ``rl2-mdp`` recipe."""
+
+import json
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import metarl
 from envs.tabular_mdp import (
     TabularMDPEnv,
     TabularMDPVectorEnv,
@@ -11,6 +15,23 @@ from envs.tabular_mdp import (
     encode_tasks,
     sample_tasks,
 )
+from metarl import registry, runs
+from metarl.errors import ConfigError
+from metarl.eval.mdp_baselines import (
+    TUNING_GRIDS,
+    EpsilonGreedyPolicy,
+    GreedyPolicy,
+    OraclePolicy,
+    PosteriorModel,
+    PSRLPolicy,
+    RandomPolicy,
+    Setting,
+    mdp_trials,
+    run_baseline,
+    tuned_constant,
+    value_iteration,
+)
+from metarl.eval.paired import paired
 
 S, A = 10, 5
 
@@ -31,12 +52,12 @@ def test_sampled_mdps_have_the_prior_moments():
 def test_rewards_are_unit_variance_normal_around_the_mean_and_moves_follow_the_transitions():
     task = sample_tasks(np.random.default_rng(1), 1, S, A)[0]
     means, transitions = decode_tasks(task, S, A)
-    env = TabularMDPVectorEnv(50_000, S, A)
-    env.reset(seed=2, options={"tasks": np.tile(task, (50_000, 1))})
-    obs, rewards, *_ = env.step(np.full(50_000, 3))  # everyone in state 0 takes action 3
-    assert rewards.mean() == pytest.approx(means[0, 3], abs=0.02)
+    env = TabularMDPVectorEnv(20_000, S, A)
+    env.reset(seed=2, options={"tasks": np.tile(task, (20_000, 1))})
+    obs, rewards, *_ = env.step(np.full(20_000, 3))  # everyone in state 0 takes action 3
+    assert rewards.mean() == pytest.approx(means[0, 3], abs=0.03)
     assert rewards.std() == pytest.approx(1.0, abs=0.01)
-    reached = np.bincount(obs[:, :S].argmax(axis=1), minlength=S) / 50_000
+    reached = np.bincount(obs[:, :S].argmax(axis=1), minlength=S) / 20_000
     np.testing.assert_allclose(reached, transitions[0, 3], atol=0.01)
 
 
@@ -157,3 +178,112 @@ def test_bad_actions_are_refused():
     single.reset(seed=0)
     with pytest.raises(ValueError, match="invalid action 7"):
         single.step(7)
+
+
+def test_value_iteration_matches_a_hand_solved_two_state_mdp():
+    """State 0 pays 1 for staying (a0) or 0 for a 60% chance of reaching state 1 (a1); state
+    1 pays 2 for staying (a1). With 2 steps to go staying in state 0 is best (2 > 1.6); with
+    3, the detour is (3.2 > 3)."""
+    rewards = np.array([[1.0, 0.0], [0.0, 2.0]])
+    transitions = np.array([[[1.0, 0.0], [0.4, 0.6]], [[1.0, 0.0], [0.0, 1.0]]])
+    q = value_iteration(rewards, transitions, 3)
+    expected = [[[3.0, 3.2], [2.0, 6.0]], [[2.0, 1.6], [1.0, 4.0]], [[1.0, 0.0], [0.0, 2.0]]]
+    np.testing.assert_allclose(q, expected)
+    batched = value_iteration(np.stack([rewards, -rewards]), np.stack([transitions] * 2), 3)
+    np.testing.assert_allclose(batched[0], expected)
+    np.testing.assert_array_equal(batched[1], value_iteration(-rewards, transitions, 3))
+
+
+def test_the_posterior_update_matches_the_conjugate_formulas():
+    """Three rewards 3, 0, 1.5 of (s0, a1) under the N(1, 1) prior with unit noise: precision
+    1 + 3 = 4, mean (1 + 4.5) / 4 = 1.375, std 0.5; two moves to s1 seen (the third step
+    ended its episode) make its Dirichlet (1, 3). PSRL's draws follow that posterior."""
+    model = PosteriorModel(1, 2, 2)
+    s0, a1 = np.array([0]), np.array([1])
+    model.update(s0, a1, np.array([3.0]), np.array([1]))
+    model.update(s0, a1, np.array([0.0]), np.array([1]))
+    model.update(s0, a1, np.array([1.5]), None)
+    mean, std = model.reward_posterior()
+    assert (mean[0, 0, 1], std[0, 0, 1]) == (1.375, 0.5)
+    assert (mean[0, 1, 0], std[0, 1, 0]) == (1.0, 1.0)  # unvisited: the prior
+    np.testing.assert_array_equal(model.dirichlet()[0, 0, 1], [1.0, 3.0])
+    np.testing.assert_array_equal(model.dirichlet()[0, 1, 1], [1.0, 1.0])
+
+    psrl = PSRLPolicy()
+    psrl.reset(Setting(50_000, 2, 2, 1, 1), np.random.default_rng(0))
+    psrl.model.visits[:] = model.visits
+    psrl.model.reward_sums[:] = model.reward_sums
+    psrl.plan()
+    drawn = psrl.q[:, -1, 0, 1]  # one step to go: the drawn mean reward itself
+    assert drawn.mean() == pytest.approx(1.375, abs=0.01)
+    assert drawn.std() == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_oracle_earns_its_planned_value_and_bounds_the_learners():
+    tasks, tape, seed = mdp_trials(np.random.SeedSequence(0), 400, S, A, 30)
+    means, transitions = decode_tasks(tasks, S, A)
+    planned = value_iteration(means, transitions, 10)[:, 0, 0].max(axis=1)
+    scores = {}
+    for policy in (OraclePolicy(tasks), PSRLPolicy(), GreedyPolicy(), RandomPolicy()):
+        returns = run_baseline(policy, tasks, tape, seed, S, A, 10)
+        assert returns.shape == (400, 3)
+        scores[policy.name] = returns.sum(axis=1)
+    per_episode = scores["oracle"] / 3
+    assert abs(per_episode.mean() - planned.mean()) < 2 * per_episode.std() / np.sqrt(400)
+    for name in ("psrl", "greedy", "random"):
+        assert (scores["oracle"] - scores[name]).mean() > 0
+    assert paired(scores["psrl"], scores["random"], higher_is_better=True)["verdict"] == "better"
+
+
+def test_held_out_trials_extend_with_the_trial_and_baselines_repeat_with_their_seed():
+    short = mdp_trials(np.random.SeedSequence(4), 20, S, A, 100)
+    long = mdp_trials(np.random.SeedSequence(4), 20, S, A, 250)
+    np.testing.assert_array_equal(short[0], long[0])
+    np.testing.assert_array_equal(short[1], long[1][:, :100])
+    tasks, tape, seed = short
+    once = run_baseline(PSRLPolicy(), tasks, tape, seed, S, A, 10)
+    np.testing.assert_array_equal(once, run_baseline(PSRLPolicy(), tasks, tape, seed, S, A, 10))
+
+
+def test_constants_are_tuned_on_their_own_tasks_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("METARL_CACHE_DIR", str(tmp_path))
+    tuned_constant.cache_clear()
+    epsilon = tuned_constant("epsilon_greedy", 3, 2, 4, 2)
+    assert epsilon in TUNING_GRIDS["epsilon_greedy"]
+    cached = json.loads((tmp_path / "gittins" / "tuned-v1.json").read_text())
+    assert cached == {"mdp_epsilon_greedy,3,2,4,2": epsilon}
+    policy = EpsilonGreedyPolicy()
+    policy.reset(Setting(5, 3, 2, 4, 2), np.random.default_rng(0))
+    assert policy.settings() == {"epsilon": epsilon}
+    tuned_constant.cache_clear()
+
+
+@pytest.fixture
+def rl2_mdp(monkeypatch):
+    """The ``rl2-mdp`` recipe, registered at run time until ``pyproject.toml`` lists it."""
+    monkeypatch.setitem(registry._registered, "rl2-mdp", "agents.rl2_mdp")
+
+
+def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path, rl2_mdp):
+    overrides = {
+        "train.iterations": 2,
+        "trials_per_iteration": 16,
+        "sampler.shards": 2,
+        "env.episodes_per_trial": 3,
+    }
+    run = metarl.train("snail-mdp", out=tmp_path / "run", progress=False, overrides=overrides)
+    assert runs.load_checkpoint(run.path)["iteration"] == 2
+    report = metarl.evaluate(run.path, episodes=50)
+    assert json.loads((run.path / "eval.json").read_text()) == json.loads(json.dumps(report))
+    assert report["metric"] == "return" and report["curve_of"] == "episode"
+    names = {"random", "psrl", "psrl_tuned", "greedy", "epsilon_greedy", "oracle"}
+    assert set(report["baselines"]) == names == set(report["paired"])
+    assert report["curve"]["x"] == [1, 2, 3] and len(report["curve"]["oracle"]) == 3
+    assert report["value"] == pytest.approx(sum(report["curve"]["agent"]), abs=1e-3)
+    assert report["baselines"]["oracle"] > report["baselines"]["random"]
+    assert report["paired"]["oracle"]["tasks"] == 50 and report["gains"]["x"] == [2, 3]
+
+
+def test_a_bad_episode_count_is_a_config_error(rl2_mdp):
+    with pytest.raises(ConfigError, match=r"'env.episodes_per_trial': got 0, expected an integer"):
+        metarl.train("snail-mdp", overrides={"env.episodes_per_trial": 0}, progress=False)
