@@ -32,6 +32,7 @@ from metarl.eval.mdp_baselines import (
     value_iteration,
 )
 from metarl.eval.paired import paired
+from tests.test_benchmarks import benchmark_script
 
 S, A = 10, 5
 
@@ -287,3 +288,9 @@ def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path, rl2_md
 def test_a_bad_episode_count_is_a_config_error(rl2_mdp):
     with pytest.raises(ConfigError, match=r"'env.episodes_per_trial': got 0, expected an integer"):
         metarl.train("snail-mdp", overrides={"env.episodes_per_trial": 0}, progress=False)
+
+
+@pytest.mark.benchmark
+def test_the_batched_env_steps_a_million_steps_per_second_at_batch_1000():
+    throughput = benchmark_script("mdp_throughput")
+    assert throughput.steps_per_second(1000, 2000, 10) >= 1_000_000
