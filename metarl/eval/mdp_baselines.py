@@ -246,7 +246,7 @@ class PSRLPolicy(_Tuned):
     name = "psrl"
     constant = "scale"
 
-    def __init__(self, scale: float | None = 1.0) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
         super().__init__(scale)
 
     def plan(self) -> None:
@@ -263,7 +263,7 @@ class TunedPSRLPolicy(PSRLPolicy):
     name = "psrl_tuned"
 
     def __init__(self, scale: float | None = None) -> None:
-        super().__init__(scale)
+        _Tuned.__init__(self, scale)
 
 
 class EpsilonGreedyPolicy(_Tuned):
