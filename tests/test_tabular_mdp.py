@@ -15,7 +15,7 @@ from envs.tabular_mdp import (
     encode_tasks,
     sample_tasks,
 )
-from metarl import registry, runs
+from metarl import runs
 from metarl.errors import ConfigError
 from metarl.eval.mdp_baselines import (
     TUNING_GRIDS,
@@ -259,13 +259,7 @@ def test_constants_are_tuned_on_their_own_tasks_and_cached(tmp_path, monkeypatch
     tuned_constant.cache_clear()
 
 
-@pytest.fixture
-def rl2_mdp(monkeypatch):
-    """The ``rl2-mdp`` recipe, registered at run time until ``pyproject.toml`` lists it."""
-    monkeypatch.setitem(registry._registered, "rl2-mdp", "agents.rl2_mdp")
-
-
-def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path, rl2_mdp):
+def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path):
     overrides = {
         "train.iterations": 2,
         "trials_per_iteration": 16,
@@ -285,7 +279,7 @@ def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path, rl2_md
     assert report["paired"]["oracle"]["tasks"] == 50 and report["gains"]["x"] == [2, 3]
 
 
-def test_a_bad_episode_count_is_a_config_error(rl2_mdp):
+def test_a_bad_episode_count_is_a_config_error():
     with pytest.raises(ConfigError, match=r"'env.episodes_per_trial': got 0, expected an integer"):
         metarl.train("snail-mdp", overrides={"env.episodes_per_trial": 0}, progress=False)
 
