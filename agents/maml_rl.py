@@ -128,9 +128,10 @@ class EvalConfig(BaseEvalConfig):
     pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline; 0: as many
         as take the environment steps the meta-learner trained with (an equal budget).
     ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch.
-    workers: Ray rollout actors of ``metarl eval`` when the run samples in-process
-        (``sampler.backend: local``); 0: one per CPU of this machine; 1: in-process. The
-        curves do not depend on it (each shard has its own seed)."""
+    workers: parallelism of ``metarl eval``: Ray rollout actors when the run samples
+        in-process (``sampler.backend: local``), and processes training PPO on the tasks;
+        0: one per CPU of this machine; 1: in-process. The curves do not depend on it (each
+        shard and each PPO task has its own seed)."""
 
     episodes: int = 40
     steps: int = 3
@@ -378,11 +379,16 @@ class MetaPGAgent:
         assert self.baseline is not None
         return self.baseline.policy.state_dict(), int(self.baseline.env_steps or 0)
 
+    @property
+    def eval_workers(self) -> int:
+        """``eval.workers``, 0 resolved to this machine's CPUs."""
+        return self.config.eval.workers or usable_cpus()
+
     @contextlib.contextmanager
     def evaluation_sampler(self) -> Iterator[None]:
         """This agent and its baseline sample on ``eval.workers`` Ray actors inside the
         block, when the run samples in-process and more than one is asked for."""
-        workers = self.config.eval.workers or usable_cpus()
+        workers = self.eval_workers
         if self.config.sampler.backend != "local" or workers == 1:
             yield
             return
@@ -426,6 +432,7 @@ class MetaPGAgent:
                 points=steps,
                 eval_episodes=cfg.env.episodes_per_task,
                 seed=cfg.eval.seed,
+                workers=self.eval_workers,
             )
         k = min(cfg.learner.inner_steps, steps)
         value, ci95 = mean_ci95(curves["agent"][:, k])

@@ -89,3 +89,10 @@ def test_ppo_learns_to_approach_a_fixed_goal():
     (about -4.5; the best is about -1.3); the margin held over 8 seeds."""
     curve = ppo_scratch_curve(short_navigation, [GOAL], 1000, 2, 10, seed=0)[0]
     assert curve[-1] > curve[0] + 0.5
+
+
+def test_tasks_trained_in_worker_processes_give_the_same_curve():
+    tasks = [GOAL, np.array([-0.3, 0.2]), np.array([0.1, -0.4])]
+    args = (short_navigation, tasks, 100, 1, 2, 5)
+    one = ppo_scratch_curve(*args, n_epochs=1)
+    np.testing.assert_array_equal(ppo_scratch_curve(*args, workers=2, n_epochs=1), one)

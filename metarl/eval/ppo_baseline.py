@@ -10,11 +10,15 @@ share the x-axis "environment steps on the new task".
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -62,6 +66,7 @@ def ppo_scratch_curve(
     eval_episodes: int,
     seed: int,
     progress: bool = False,
+    workers: int = 1,
     **ppo_kwargs: Any,
 ) -> np.ndarray:
     """Mean returns of PPO trained from scratch on each task, shape (len(tasks), points + 1).
@@ -82,6 +87,8 @@ def ppo_scratch_curve(
             ``seed + i``, and the evaluation environment too, reseeded before every point so
             that all points of a task are scored from the same initial states.
         progress: show a progress bar over tasks.
+        workers: processes training tasks at once (spawned; ``make_env`` and the tasks must
+            pickle). Each row depends on its task and seed alone, so not on this.
         **ppo_kwargs: passed to :class:`stable_baselines3.PPO`, overriding its defaults and
             these: ``n_steps`` (environment steps per rollout) the largest divisor of
             ``steps_per_point`` up to 2048, so each point is a whole number of rollouts (it
@@ -100,6 +107,7 @@ def ppo_scratch_curve(
         ("steps_per_point", steps_per_point),
         ("points", points),
         ("eval_episodes", eval_episodes),
+        ("workers", workers),
     ):
         require_positive("ppo_scratch_curve", name, value)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
@@ -123,29 +131,67 @@ def ppo_scratch_curve(
         **ppo_kwargs,
     }
 
-    def task_env(task: Any) -> gym.Env:
+    run = functools.partial(
+        _task_curve,
+        make_env,
+        steps_per_point=steps_per_point,
+        points=points,
+        eval_episodes=eval_episodes,
+        options=options,
+    )
+    jobs = [(task, seed + i) for i, task in enumerate(tasks)]
+    bar = tqdm(total=len(tasks), desc="PPO from scratch", disable=not progress)
+    rows = []
+    if workers == 1:
+        with torch_threads(1):
+            for job in jobs:
+                rows.append(run(*job))
+                bar.update()
+    else:  # spawned: a fork would copy the caller's threads (Ray's, torch's) half-alive
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            futures = [pool.submit(run, *job) for job in jobs]
+            for _ in as_completed(futures):
+                bar.update()
+            rows = [future.result() for future in futures]
+    bar.close()
+    return np.stack(rows)
+
+
+def _task_curve(
+    make_env: Callable[[], gym.Env],
+    task: Any,
+    seed: int,
+    *,
+    steps_per_point: int,
+    points: int,
+    eval_episodes: int,
+    options: dict[str, Any],
+) -> np.ndarray:
+    """One row of :func:`ppo_scratch_curve`: PPO seeded by ``seed`` on ``task``."""
+
+    def task_env() -> gym.Env:
         env = make_env()
         env.get_wrapper_attr("set_task")(task)
         return env
 
-    curve = np.empty((len(tasks), points + 1))
-    with torch_threads(1):
-        for i, task in enumerate(tqdm(tasks, desc="PPO from scratch", disable=not progress)):
-            model = PPO("MlpPolicy", task_env(task), seed=seed + i, **options)
-            eval_env = DummyVecEnv([lambda task=task: Monitor(task_env(task))])
-            for j in range(points + 1):
-                if j > 0:
-                    model.learn(steps_per_point, reset_num_timesteps=False)
-                if model.num_timesteps != j * steps_per_point:
-                    raise RuntimeError(
-                        f"PPO took {model.num_timesteps} training steps for point {j},"
-                        f" expected {j * steps_per_point}"
-                    )
-                eval_env.seed(seed + i)  # the same initial states at every point
-                returns, _ = evaluate_policy(
-                    model, eval_env, n_eval_episodes=eval_episodes, deterministic=False
-                )
-                curve[i, j] = returns
-            model.get_env().close()
-            eval_env.close()
-    return curve
+    torch.set_num_threads(1)  # a worker process's own; the caller's is kept by torch_threads
+    model = PPO("MlpPolicy", task_env(), seed=seed, **options)
+    eval_env = DummyVecEnv([lambda: Monitor(task_env())])
+    row = np.empty(points + 1)
+    for j in range(points + 1):
+        if j > 0:
+            model.learn(steps_per_point, reset_num_timesteps=False)
+        if model.num_timesteps != j * steps_per_point:
+            raise RuntimeError(
+                f"PPO took {model.num_timesteps} training steps for point {j},"
+                f" expected {j * steps_per_point}"
+            )
+        eval_env.seed(seed)  # the same initial states at every point
+        returns, _ = evaluate_policy(
+            model, eval_env, n_eval_episodes=eval_episodes, deterministic=False
+        )
+        row[j] = returns
+    model.get_env().close()
+    eval_env.close()
+    return row
