@@ -287,7 +287,9 @@ def test_ray_rollout_actors_run_at_the_drivers_priority():
     sampler = RaySampler(kwargs, workers=1, worker=EpisodeWorker)
     try:
         niceness = ray.get(sampler.actors[0].__ray_call__.remote(lambda self: os.nice(0)))
-        assert niceness == os.nice(0) == 0  # Ray's default, 15, starves them on a busy node
+        # niceness 0 whatever the driver's (a test run under `nice` too): Ray's default, 15,
+        # starves them on a busy node
+        assert niceness == 0
         tasks = np.array([[0.1, 0.2]])
         (local,) = worker.sample(None, [TaskShard(3, tasks)])
         theta = {k: v.detach() for k, v in worker.policy.named_parameters()}
