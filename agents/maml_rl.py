@@ -398,9 +398,8 @@ class MetaPGAgent:
             make_sampler(ray_sampler, self.worker_kwargs, EpisodeWorker),
         )
         try:
-            for baseline in (self.baseline, None):  # the baseline shares its sampler
-                if baseline is not None:
-                    baseline.sampler = self.sampler
+            if self.baseline is not None:  # the baseline shares its sampler
+                self.baseline.sampler = self.sampler
             yield
         finally:
             self.sampler.close()
