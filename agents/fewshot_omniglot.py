@@ -37,7 +37,7 @@ from metarl.fewshot.protocol import (
 from metarl.learners.episodic import EpisodicClassifier
 from metarl.learners.finetune import FineTuneClassifier
 from metarl.learners.maml import Params, Reptile
-from metarl.learners.maml_classifier import MAMLClassifier
+from metarl.learners.maml_classifier import EpisodeThreads, MAMLClassifier
 from metarl.learners.matchingnet import MatchingNet
 from metarl.learners.metanet import MetaNet
 from metarl.learners.protonet import ProtoNet
@@ -287,6 +287,14 @@ class MAMLOptions(InnerLoopOptions):
 
     def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
         return self.classifier(image_size, self.first_order)
+
+    def update(self, agent: FewShotAgent) -> Update:
+        """Episode by episode on ``train.threads`` threads on the CPU (where the classifier
+        loops over episodes: :class:`EpisodeByEpisodeUpdate`), else the batched gradient."""
+        model = agent.model
+        if isinstance(model, MAMLClassifier) and not model.batches_on(agent.device):
+            return EpisodeByEpisodeUpdate(agent, agent.config.train.threads or usable_cpus())
+        return EpisodeUpdate(agent)
 
 
 @dataclasses.dataclass
@@ -587,6 +595,22 @@ class EpisodeUpdate:
         return loss.item(), accuracy, self.episodes.meta_batch
 
 
+class EpisodeByEpisodeUpdate(EpisodeUpdate):
+    """MAML's update on the CPU: the meta-gradient episode by episode on ``threads``
+    threads (:class:`EpisodeThreads`); the same gradient as :class:`EpisodeUpdate`'s."""
+
+    def __init__(self, agent: FewShotAgent, threads: int) -> None:
+        super().__init__(agent)
+        self.threads = EpisodeThreads(agent.model, threads, agent.precision.autocast)
+
+    def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
+        batch = self.sample(rng)
+        loss, logits = self.threads.backward(
+            batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.ways
+        )
+        return loss, float(episode_accuracy(logits, batch.query_y).mean()), len(logits)
+
+
 class ReptileUpdate(EpisodeUpdate):
     """Reptile: adapt to all of each task's images, move θ toward the mean result, with β
     following the learning-rate schedule. Adam gets no gradient."""
@@ -742,6 +766,10 @@ class FewShotAgent(TrainedClassifier):
             "val_accuracy": self.val_accuracy,
             "lr": self.schedule.get_last_lr()[0],
         }
+
+    def close(self) -> None:
+        if isinstance(self.update, EpisodeByEpisodeUpdate):
+            self.update.threads.close()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "scaler": self.precision.state_dict()}

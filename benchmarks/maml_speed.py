@@ -7,7 +7,11 @@ threads, for:
 
 - ``ours-batched``: ``MAMLClassifier`` task-batched (``vmap`` over the meta-batch), its
   default on accelerators;
-- ``ours-loop``: ``MAMLClassifier`` episode by episode, its default on CPU;
+- ``ours-loop``: ``MAMLClassifier``'s forward episode by episode, then one backward
+  through the whole meta-batch (the CPU training default before issue 16);
+- ``ours-episodes``: forward and backward episode by episode, the meta-batch shared among
+  as many threads as the measurement has, each with one intra-op thread
+  (``EpisodeThreads``, ``metarl train``'s default on CPU since issue 16);
 - ``l2l``: learn2learn's ``MAML(net, lr=0.4, first_order=False)``, ``clone()`` and
   ``adapt(loss)`` per episode, backward per episode as its Omniglot example does, on the
   same network with the same initial weights (``MAMLClassifier.net``, pickled).
@@ -53,10 +57,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarl.allocator import keep_freed_memory
+from metarl.learners.maml_classifier import EpisodeThreads
 
 REPO = Path(__file__).resolve().parent.parent
 WAYS, META_BATCH, INNER_LR, IMAGE_SIZE = 5, 32, 0.4, 28
-VARIANTS = ("ours-batched", "ours-loop", "l2l")
+VARIANTS = ("ours-batched", "ours-loop", "ours-episodes", "l2l")
 
 
 def build_classifier(batched: bool) -> nn.Module:
@@ -82,16 +87,19 @@ def meta_batch(queries: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return support_x, support_y, query_x, query_y
 
 
-def ours_step(batched: bool, queries: int) -> Callable[[], None]:
-    """One meta-iteration of ``MAMLClassifier`` as ``metarl train`` runs it."""
-    model = build_classifier(batched)
+def ours_step(variant: str, queries: int, threads: int) -> Callable[[], None]:
+    """One meta-iteration of ``MAMLClassifier`` as ``variant`` runs it."""
+    model = build_classifier(variant == "ours-batched")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     support_x, support_y, query_x, query_y = meta_batch(queries)
+    episode_threads = EpisodeThreads(model, threads)
 
     def step() -> None:
-        logits = model(support_x, support_y, query_x, WAYS)
         optimizer.zero_grad()
-        model.loss(logits, query_y).backward()
+        if variant == "ours-episodes":
+            episode_threads.backward(support_x, support_y, query_x, query_y, WAYS)
+        else:
+            model.loss(model(support_x, support_y, query_x, WAYS), query_y).backward()
         optimizer.step()
 
     return step
@@ -124,7 +132,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "l2l":
         step = l2l_step(args.net_file, queries)
     else:
-        step = ours_step(args.worker == "ours-batched", queries)
+        step = ours_step(args.worker, queries, threads)
     step()  # warm-up
     seconds = []
     for _ in range(args.iterations):
@@ -189,14 +197,14 @@ def main() -> None:
         + " -> ".join(", ".join(f"{x:.2f}" for x in a) for a in loads)
     )
     header = ("variant", "threads", "queries", "s/iteration", "peak MiB", "vs l2l")
-    print("{:<12} {:>7} {:>7} {:>12} {:>9} {:>7}".format(*header))
+    print("{:<14} {:>7} {:>7} {:>12} {:>9} {:>7}".format(*header))
     for (variant, threads, queries), cell in results.items():
         seconds = statistics.median(r["seconds"] for r in cell)
         peak = statistics.median(r["peak_mib"] for r in cell)
         l2l = results.get(("l2l", threads, queries))
         ratio = statistics.median(r["seconds"] for r in l2l) / seconds if l2l else float("nan")
         print(
-            f"{variant:<12} {threads:>7} {queries:>7} {seconds:>12.3f} {peak:>9.0f} {ratio:>6.2f}x"
+            f"{variant:<14} {threads:>7} {queries:>7} {seconds:>12.3f} {peak:>9.0f} {ratio:>6.2f}x"
         )
 
 

@@ -393,3 +393,31 @@ def test_an_impossible_validation_setting_is_rejected_before_training(
     assert main([*args, "--set", "eval.queries=95"]) == 2
     assert "96 images per class, the validation split has 20" in capsys.readouterr().err
     assert not (out / "checkpoint.pt").exists()  # stopped before the first update
+
+
+@pytest.mark.parametrize("proto_head", [False, True])
+def test_maml_meta_gradient_episode_by_episode_on_threads_equals_the_batch_gradient(proto_head):
+    from metarl.learners.maml_classifier import EpisodeThreads, MAMLClassifier
+
+    torch.manual_seed(0)
+    model = MAMLClassifier(Conv4(hidden=4), 4, 5, [0.5, 0.3], 2, proto_head=proto_head)
+    episodes = EpisodeSampler(torch.randint(0, 256, (12, 6, 28, 28), dtype=torch.uint8), 3, 1, 2)
+    batch = episodes.sample(np.random.default_rng(7), batch=5)
+    inputs = (batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.ways)
+    logits = model(batch.support_x, batch.support_y, batch.query_x, batch.ways)
+    loss = model.loss(logits, batch.query_y)
+    loss.backward()
+    expected = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in expected)
+    for threads in (1, 3):
+        model.zero_grad()
+        episode_threads = EpisodeThreads(model, threads)
+        episode_loss, episode_logits = episode_threads.backward(*inputs)
+        episode_threads.close()
+        assert episode_loss == pytest.approx(loss.item(), rel=1e-6)
+        torch.testing.assert_close(episode_logits, logits.detach(), rtol=1e-3, atol=1e-4)
+        for a, p in zip(expected, model.parameters(), strict=True):
+            if a is None:  # Proto-MAML's learned head is unused
+                assert not p.grad.any()
+            else:  # float32 sums in another order: equal to ~1e-6 of the gradient's size
+                assert (a - p.grad).norm() <= 1e-5 * a.norm()
