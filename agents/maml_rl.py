@@ -1,5 +1,6 @@
-"""``maml-rl``: a Gaussian MLP policy meta-trained to adapt by policy-gradient steps
-(Finn et al. 2017, section 5.2-5.3) on 2-D navigation and MuJoCo locomotion tasks.
+"""``maml-rl``: an MLP policy meta-trained to adapt by policy-gradient steps (Finn et al.
+2017, section 5.2-5.3): Gaussian on 2-D navigation and MuJoCo locomotion tasks, categorical
+on random tabular MDPs (Duan et al. 2016, section 4.2).
 
 Each iteration draws ``meta_batch`` tasks. For each, rollout workers sample
 ``episodes_per_task`` episodes with θ, the learner takes an inner step, the workers sample
@@ -20,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from envs import CONTINUOUS_FAMILIES, make_task_env, make_task_vector_env
+from envs import TASK_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
@@ -39,15 +41,16 @@ from metarl.learners.meta_pg import (
     task_episodes,
 )
 from metarl.learners.trpo import TRPOConfig
-from metarl.policies import ACTIVATIONS, GaussianMLPPolicy
+from metarl.policies import ACTIVATIONS, CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.rollout import EpisodeWorker, Sampler, TaskShard, make_sampler
 
 
 @dataclasses.dataclass
 class TaskConfig:
     """Attributes:
-    family: Navigation2D, HalfCheetahVel, HalfCheetahDir, AntVel or AntDir.
-    horizon: steps per episode (100 for navigation, 200 for locomotion in the paper).
+    family: Navigation2D, HalfCheetahVel, HalfCheetahDir, AntVel, AntDir or TabularMDP.
+    horizon: steps per episode (100 for navigation, 200 for locomotion in the paper, 10
+        for tabular MDPs as Duan et al.'s).
     meta_batch: tasks per meta-update.
     episodes_per_task: episodes sampled per task and inner step (K in the paper)."""
 
@@ -58,10 +61,10 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         require(
-            self.family in CONTINUOUS_FAMILIES,
+            self.family in TASK_FAMILIES,
             "env.family",
             self.family,
-            " or ".join(CONTINUOUS_FAMILIES),
+            " or ".join(TASK_FAMILIES),
         )
         require_positive_ints(self, "env", ("horizon", "meta_batch", "episodes_per_task"))
 
@@ -69,8 +72,10 @@ class TaskConfig:
 @dataclasses.dataclass
 class PolicyConfig:
     """Attributes:
-    hidden: hidden layer widths of the Gaussian MLP policy.
-    init_std: initial action standard deviation (actions range over [-1, 1]).
+    hidden: hidden layer widths of the MLP policy (Gaussian for continuous actions,
+        categorical for discrete ones).
+    init_std: initial action standard deviation (actions range over [-1, 1]); unused by a
+        categorical policy.
     activation: the hidden layers' nonlinearity: relu (the paper's) or tanh (this
         project's before issue 16, the default of run folders that do not name one)."""
 
@@ -183,14 +188,17 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
-def build_policy(config: Config) -> GaussianMLPPolicy:
+def build_policy(config: Config) -> GaussianMLPPolicy | CategoricalMLPPolicy:
+    """The policy of the family's action space: categorical for ``Discrete``, else Gaussian."""
     env = make_task_env(config.env.family, config.env.horizon)
     obs_size = int(np.prod(env.observation_space.shape))
-    action_size = int(np.prod(env.action_space.shape))
+    space = env.action_space
     env.close()
     policy = config.policy
+    if isinstance(space, spaces.Discrete):
+        return CategoricalMLPPolicy(obs_size, int(space.n), policy.hidden, policy.activation)
     return GaussianMLPPolicy(
-        obs_size, action_size, policy.hidden, policy.init_std, policy.activation
+        obs_size, int(np.prod(space.shape)), policy.hidden, policy.init_std, policy.activation
     )
 
 

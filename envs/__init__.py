@@ -16,24 +16,32 @@ from envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 from envs.tabular_mdp import TabularMDPEnv, TabularMDPVectorEnv
 
 CONTINUOUS_FAMILIES = ("Navigation2D", *FAMILIES)
+TASK_FAMILIES = (*CONTINUOUS_FAMILIES, "TabularMDP")
+"""The families of :func:`make_task_env`: the continuous-control ones and the discrete one."""
 UNIT = (np.float32(-1.0), np.float32(1.0))  # the policy's action range
 
 
 def make_task_env(family: str, horizon: int) -> gym.Env:
-    """One environment of a continuous-control task family (``Navigation2D`` or a key of
-    :data:`envs.locomotion.FAMILIES`) with episodes of ``horizon`` steps and actions in
-    [-1, 1] (navigation's moves of at most 0.1 rescaled, as the MAML paper's code did)."""
+    """One environment of a task family of :data:`TASK_FAMILIES` with episodes of
+    ``horizon`` steps: continuous control (``Navigation2D`` or a key of
+    :data:`envs.locomotion.FAMILIES`) with actions in [-1, 1] (navigation's moves of at most
+    0.1 rescaled, as the MAML paper's code did), or ``TabularMDP``, a random MDP of Duan et
+    al.'s 10 states and 5 actions whose gymnasium episode is one episode from state 0."""
     if family == "Navigation2D":
         return RescaleAction(Navigation2DEnv(horizon), *UNIT)
+    if family == "TabularMDP":
+        return TabularMDPEnv(episode_length=horizon, episodes_per_trial=1)
     return LocomotionTaskEnv(family, horizon)
 
 
 def make_task_vector_env(family: str, horizon: int, num_envs: int) -> VectorEnv:
-    """``num_envs`` environments of a continuous-control family stepped together, as
-    :func:`make_task_env` makes them: natively batched in numpy for navigation, a
+    """``num_envs`` environments of a family stepped together, as :func:`make_task_env`
+    makes them: natively batched in numpy for navigation and tabular MDPs, a
     ``SyncVectorEnv`` of MuJoCo environments otherwise."""
     if family == "Navigation2D":
         return RescaleVectorAction(Navigation2DVectorEnv(num_envs, horizon), *UNIT)
+    if family == "TabularMDP":
+        return TabularMDPVectorEnv(num_envs, episode_length=horizon, episodes_per_trial=1)
     return SyncVectorEnv([functools.partial(make_task_env, family, horizon)] * num_envs)
 
 
@@ -48,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CONTINUOUS_FAMILIES",
+    "TASK_FAMILIES",
     "BernoulliBanditEnv",
     "BernoulliBanditVectorEnv",
     "LocomotionTaskEnv",

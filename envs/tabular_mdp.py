@@ -280,7 +280,8 @@ class TabularMDPVectorEnv(VectorEnv):
     Semantics equal ``num_envs`` copies of :class:`TabularMDPEnv` under gymnasium's next-step
     autoreset: all trials have the same length, so every sub-environment ends on the same
     step, and the step after that starts new trials (reward 0, no episode end) with the fixed
-    tasks or fresh ones.
+    tasks or fresh ones. ``reset(options={"tasks": rows})`` fixes one task per
+    sub-environment, ``reset(options={"task": row})`` one for them all.
 
     Args:
         num_envs: trials stepped at once.
@@ -337,6 +338,14 @@ class TabularMDPVectorEnv(VectorEnv):
             None if tasks is None else check_tasks(tasks, self.num_states, self.num_actions)
         )
 
+    def set_task(self, task: np.ndarray | None) -> None:
+        """Fix one task row for every sub-environment from the next reset on (their trials
+        are episodes of one task, as MAML's episode worker samples them; ``None``: fresh
+        tasks at every trial)."""
+        if task is not None and np.ndim(task) != 1:
+            raise ValueError(f"a task is one row, got shape {np.shape(task)}")
+        self.set_tasks(None if task is None else np.tile(task, (self.num_envs, 1)))
+
     def set_tape(self, tape: np.ndarray | None) -> None:
         """Fix the noise tape (num_envs, max_trial_steps, 2) from the next reset on (as
         :meth:`TabularMDPEnv.set_tape`, one per trial; ``None``: draw from ``np_random``)."""
@@ -353,6 +362,8 @@ class TabularMDPVectorEnv(VectorEnv):
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         reset_tasks(self, seed, options)
+        if options and "task" in options:  # one task for all, as Navigation2DVectorEnv takes
+            self.set_task(options["task"])
         if options and "tape" in options:
             self.set_tape(options["tape"])
         info = self._new_trials()

@@ -1,5 +1,5 @@
-"""Policies: a sequence backbone with actor and critic heads for black-box meta-RL, and a
-Gaussian MLP for meta-RL by policy-gradient adaptation.
+"""Policies: a sequence backbone with actor and critic heads for black-box meta-RL, and
+Gaussian and categorical MLPs for meta-RL by policy-gradient adaptation.
 
 The RL² inputs (Duan et al. 2016) at step t are the observation o_t, the previous action
 a_{t-1} (one-hot), the previous reward r_{t-1} and the previous episode-end flag d_{t-1}; the
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
+from torch.distributions import Categorical, Independent, Normal, register_kl
 
 from metarl.backbones.base import SequenceBackbone
 
@@ -80,6 +80,20 @@ class RecurrentActorCritic(nn.Module):
         return self.actor(features), self.critic(features).squeeze(-1), state
 
 
+def mlp(
+    in_size: int, hidden: tuple[int, ...] | list[int], out_size: int, activation: str
+) -> nn.Sequential:
+    """The body of the MLP policies: linear layers of widths ``hidden`` with the
+    ``activation`` (relu or tanh) after each, then a linear output layer of ``out_size``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    widths = [in_size, *hidden]
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out_size))
+
+
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian policy for continuous actions: an MLP gives the mean, a learned
     state-independent log standard deviation gives the spread (Finn et al. 2017's policy).
@@ -106,19 +120,54 @@ class GaussianMLPPolicy(nn.Module):
         super().__init__()
         if init_std <= 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
-            )
-        widths = [obs_size, *hidden]
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
-        self.body = nn.Sequential(*layers, nn.Linear(widths[-1], action_size))
+        self.body = mlp(obs_size, hidden, action_size, activation)
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
 
-    def forward(self, obs: Tensor) -> Normal:
-        """The action distribution for observations (..., obs_size); its ``log_prob`` is per
-        dimension (sum over the last axis for an action's)."""
+    def forward(self, obs: Tensor) -> Independent:
+        """The action distribution for observations (..., obs_size), over whole actions: its
+        ``log_prob`` and KL sum over the action's dimensions, as a categorical's are per
+        action."""
         scale = self.log_std.exp().expand(*obs.shape[:-1], -1)
-        return Normal(self.body(obs), scale, validate_args=False)  # checks cost more than acting
+        normal = Normal(self.body(obs), scale, validate_args=False)  # checks cost more than acting
+        return Independent(normal, 1, validate_args=False)
+
+
+class BatchableCategorical(Categorical):
+    """A categorical distribution whose KL divergence runs under ``torch.func.vmap``, as
+    MAML-TRPO's batched outer terms need: torch's own masks zero probabilities by boolean
+    indexing, which vmap cannot batch."""
+
+
+@register_kl(BatchableCategorical, BatchableCategorical)
+def _kl_batchable_categorical(p: BatchableCategorical, q: BatchableCategorical) -> Tensor:
+    # Σ_a p(a) (log p(a) − log q(a)); finite logits (an MLP's) need no masking: a probability
+    # that underflows to 0 multiplies a finite log-ratio
+    return (p.probs * (p.logits - q.logits)).sum(-1)
+
+
+class CategoricalMLPPolicy(nn.Module):
+    """Categorical policy for discrete actions: an MLP gives the logits (the policy of
+    Finn et al. 2017's and Duan et al. 2016's discrete tasks).
+
+    Args:
+        obs_size: width of an observation.
+        num_actions: size of the discrete action space.
+        hidden: widths of the hidden layers.
+        activation: the hidden layers' nonlinearity, ``relu`` or ``tanh``.
+
+    Works on functional parameters, as :class:`GaussianMLPPolicy` does.
+    """
+
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        hidden: tuple[int, ...] | list[int] = (100, 100),
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.body = mlp(obs_size, hidden, num_actions, activation)
+
+    def forward(self, obs: Tensor) -> BatchableCategorical:
+        """The action distribution for observations (..., obs_size); actions are integers."""
+        return BatchableCategorical(logits=self.body(obs), validate_args=False)

@@ -65,6 +65,7 @@ LEARNERS = {
     "mann-bandit": BANDIT | SMALL_MANN,
     "mann-maze": MAZE | SMALL_MANN,
     "maml-nav2d": META_PG,
+    "maml-mdp": META_PG,  # the categorical policy and discrete episode worker
     "reptile-halfcheetah-vel": META_PG,
     "protonet-omniglot": FEWSHOT,
     "matchingnet-omniglot": FEWSHOT | {"learner.fce_steps": 2},

@@ -8,8 +8,9 @@ from gymnasium.wrappers import RescaleAction
 import metarl
 from agents.maml_rl import build_policy
 from envs import make_task_vector_env
+from envs.tabular_mdp import decode_tasks, sample_tasks
 from metarl.cli import main
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.rollout import EpisodeWorker, TaskShard
 from metarl.runs import load_checkpoint, read_metrics
 
@@ -48,6 +49,46 @@ def test_episode_worker_samples_each_task_with_its_own_parameters():
     np.testing.assert_allclose(mixed["obs"][1, :, -1], 0.9, atol=1e-6)
     (again,) = worker.sample(None, [TaskShard(7, tasks)])
     np.testing.assert_array_equal(own["actions"], again["actions"])
+
+
+def test_episode_worker_draws_discrete_actions_from_each_tasks_seeded_policy():
+    """On TabularMDP (one 10-step episode from state 0 per gymnasium episode), actions are
+    integers drawn from each task's categorical with its own seeded noise."""
+    episodes = 200
+    worker = EpisodeWorker(
+        functools.partial(make_task_vector_env, "TabularMDP", 10),
+        functools.partial(CategoricalMLPPolicy, 11, 5, [8]),
+        episodes,
+        10,
+    )
+    tasks = sample_tasks(np.random.default_rng(0), 2, 10, 5)
+    theta = {k: v.detach() for k, v in worker.policy.named_parameters()}
+    probs = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05])
+    # task 0: the same probabilities in every state (zero last weights, log-probability bias)
+    fixed = {**theta, "body.2.weight": torch.zeros(5, 8), "body.2.bias": probs.log()}
+    shard = TaskShard(3, tasks, [fixed, theta])
+    (batch,) = worker.sample(None, [shard])
+    actions = batch["actions"]
+    assert actions.dtype == np.int64 and actions.shape == (2, episodes, 10)
+    assert batch["mask"].all() and batch["obs"].shape == (2, episodes, 10, 11)
+    np.testing.assert_array_equal(batch["obs"][:, :, 0, [0, 10]], 1.0)  # state 0, first step
+    assert not batch["obs"][:, :, 1:, 10].any()
+    frequencies = np.bincount(actions[0].ravel(), minlength=5) / actions[0].size
+    np.testing.assert_allclose(frequencies, probs.numpy(), atol=0.035)  # ~3 s.e. of 2,000
+    # the first step pays the mean of (state 0, action) of the task's own MDP, plus N(0, 1)
+    means, _ = decode_tasks(tasks, 10, 5)
+    for i in range(2):
+        noise = batch["rewards"][i, :, 0] - means[i, 0, actions[i, :, 0]]
+        assert abs(noise.mean()) < 3 / np.sqrt(episodes) and 0.8 < noise.std() < 1.2
+    np.testing.assert_allclose(batch["returns"], batch["rewards"].sum(-1))
+    (again,) = worker.sample(None, [shard])
+    np.testing.assert_array_equal(actions, again["actions"])
+    np.testing.assert_array_equal(batch["rewards"], again["rewards"])
+    (other,) = worker.sample(None, [TaskShard(4, tasks, [fixed, theta])])
+    assert not np.array_equal(actions, other["actions"])
+    seeds = np.random.SeedSequence(3).generate_state(2)
+    alone = worker.run_tasks([tasks[1]], [theta], [int(seeds[1])])
+    np.testing.assert_array_equal(alone["actions"][0], actions[1])
 
 
 def test_a_tasks_episodes_do_not_depend_on_the_tasks_sampled_beside_it():
@@ -325,3 +366,26 @@ def test_eval_takes_only_evaluation_settings(tmp_path, capsys):
     assert main(["eval", str(run.path), "--set", "eval.ppo_taks=1"]) == 2
     assert "did you mean 'eval.ppo_tasks'" in capsys.readouterr().err
     assert not (run.path / "eval.json").exists()
+
+
+def test_maml_mdp_trains_through_the_cli_and_is_evaluated_beside_both_baselines(tmp_path):
+    """MAML-TRPO with a categorical policy on tabular MDPs: two meta-updates from the
+    command line, then the adaptation curve beside the fine-tuned pre-trained policy and SB3
+    PPO on the Discrete action space."""
+    out = tmp_path / "run"
+    settings = ["train.iterations=2", "env.meta_batch=2", "env.episodes_per_task=2"]
+    argv = ["train", "maml-mdp", "--out", str(out)]
+    assert main([*argv, *(arg for s in settings for arg in ("--set", s))]) == 0
+    rows = read_metrics(out)
+    assert [row["iteration"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["env_steps"] == 2 * 2 * 2 * 10  # samplings x tasks x episodes x 10 steps
+        values = [row[k] for k in ("return_step0", "return_step1", "pretrained_return")]
+        assert np.isfinite(values).all() and 0 <= row["kl"] <= 0.01
+    policy = load_checkpoint(out)["agent"]["policy"]
+    assert "log_std" not in policy and policy["body.4.bias"].shape == (5,)  # 5 actions
+    report = metarl.evaluate(out, episodes=3, overrides=["eval.ppo_tasks=1", "eval.workers=1"])
+    assert set(report["curve"]) == {"x", "agent", "pretrained_finetuned", "ppo_scratch"}
+    assert all(np.isfinite(c).all() for c in report["curve"].values())
+    assert report["env_steps_per_step"] == 2 * 10
+    assert report["env_steps"]["agent"] == 2 * 80

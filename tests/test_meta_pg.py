@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Categorical, kl_divergence
 from torch.func import functional_call
 
 from metarl.learners.linear_baseline import fit_predict
@@ -11,7 +11,12 @@ from metarl.learners.maml import DivergenceError
 from metarl.learners.meta_pg import MetaPolicyGradient, TaskEpisodes, task_episodes
 from metarl.learners.ppo import gae, masked_mean
 from metarl.learners.trpo import TRPOConfig, conjugate_gradient, trpo_step
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+
+POLICIES = {  # a float64 policy of 2-wide observations, 2-wide or 3-way actions
+    "gaussian": lambda hidden: GaussianMLPPolicy(2, 2, hidden, init_std=0.7).double(),
+    "categorical": lambda hidden: CategoricalMLPPolicy(2, 3, hidden).double(),
+}
 
 
 def test_conjugate_gradient_solves_a_positive_definite_system():
@@ -90,7 +95,10 @@ def synthetic_tasks(policy, tasks=3, steps=1, seed=0):
 
     def episodes():
         obs = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
-        actions = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
+        if isinstance(policy, CategoricalMLPPolicy):
+            actions = torch.randint(3, (2, 4), generator=g)
+        else:
+            actions = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
         return TaskEpisodes(obs, actions, torch.ones(2, 4, dtype=torch.float64), obs[..., 0])
 
     inner = [[episodes() for _ in range(steps)] for _ in range(tasks)]
@@ -107,11 +115,9 @@ def loop_objective(learner, inner, outer, old):
             params = learner.maml.adapt_step(lambda p, e=e: learner.inner_loss(p, e), params, j)
         dist = functional_call(learner.policy, params, (episodes.obs,))
         old_dist = functional_call(learner.policy, old_params, (episodes.obs,))
-        ratio = torch.exp(
-            dist.log_prob(episodes.actions).sum(-1) - old_dist.log_prob(episodes.actions).sum(-1)
-        )
+        ratio = torch.exp(dist.log_prob(episodes.actions) - old_dist.log_prob(episodes.actions))
         losses.append(-masked_mean(ratio * episodes.advantages, episodes.mask))
-        kls.append(masked_mean(kl_divergence(old_dist, dist).sum(-1), episodes.mask))
+        kls.append(masked_mean(kl_divergence(old_dist, dist), episodes.mask))
     return torch.stack(losses).mean(), torch.stack(kls).mean()
 
 
@@ -129,14 +135,15 @@ def capture_objective(learner, inner, outer, old, monkeypatch):
     return captured["objective"]
 
 
+@pytest.mark.parametrize("kind", POLICIES)
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
 def test_batched_and_per_task_outer_objectives_equal_a_hand_written_loop(
-    algorithm, steps, batched, monkeypatch
+    algorithm, steps, batched, kind, monkeypatch
 ):
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(2, 2, hidden=[5], init_std=0.7).double()
+    policy = POLICIES[kind]([5])
     rates = [0.3, 0.2][:steps]
     learner = MetaPolicyGradient(policy, algorithm, rates, steps, TRPOConfig(), batched=batched)
     inner, outer = synthetic_tasks(policy, steps=steps)
@@ -155,10 +162,10 @@ def test_batched_and_per_task_outer_objectives_equal_a_hand_written_loop(
             torch.testing.assert_close(ga, gb)
 
 
-@pytest.mark.parametrize("steps", [1, 3])
-def test_maml_trpo_meta_gradient_matches_finite_differences(steps, monkeypatch):
+@pytest.mark.parametrize(("kind", "steps"), [("gaussian", 1), ("gaussian", 3), ("categorical", 2)])
+def test_maml_trpo_meta_gradient_matches_finite_differences(kind, steps, monkeypatch):
     torch.manual_seed(1)
-    policy = GaussianMLPPolicy(2, 2, hidden=[4], init_std=0.8).double()
+    policy = POLICIES[kind]([4])
     learner = MetaPolicyGradient(policy, "maml", 0.2, steps, TRPOConfig())
     inner, outer = synthetic_tasks(policy, tasks=2, steps=steps, seed=1)
     old = [{k: v.detach().clone() for k, v in policy.named_parameters()}] * 2
@@ -209,3 +216,50 @@ def test_gaussian_policy_log_prob_by_hand():
     expected = -0.5 * ((5.0 - 4.0) / 2) ** 2 - math.log(2.0) - 0.5 * math.log(2 * math.pi)
     assert dist.log_prob(torch.tensor([[5.0]])).item() == pytest.approx(expected)
     assert np.isclose(dist.stddev.item(), 2.0)
+
+
+def test_categorical_policy_log_prob_by_hand():
+    policy = CategoricalMLPPolicy(2, 3, hidden=[])
+    with torch.no_grad():
+        policy.body[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+        policy.body[0].bias.copy_(torch.tensor([0.0, -1.0, 0.5]))
+    obs = torch.tensor([[1.0, 0.5], [0.0, 0.0]])  # logits [1, 0, 2] and [0, -1, 0.5]
+    logits = [[1.0, 0.0, 2.0], [0.0, -1.0, 0.5]]
+    dist = policy(obs)
+    actions = torch.tensor([2, 1])
+    expected = [
+        row[a] - math.log(sum(math.exp(x) for x in row))
+        for row, a in zip(logits, actions.tolist(), strict=True)
+    ]
+    torch.testing.assert_close(dist.log_prob(actions), torch.tensor(expected))
+    # functional parameters in place of the policy's own: a zero weight leaves the bias
+    params = {"body.0.weight": torch.zeros(3, 2), "body.0.bias": torch.tensor([0.0, 0.0, 1.0])}
+    shifted = functional_call(policy, params, (obs,))
+    log_z = math.log(2 + math.e)
+    torch.testing.assert_close(shifted.log_prob(actions), torch.tensor([1 - log_z, -log_z]))
+    # its KL (one that vmap batches) is torch's: Σ p log(p / q)
+    plain = [Categorical(logits=d.logits) for d in (dist, shifted)]
+    torch.testing.assert_close(kl_divergence(dist, shifted), kl_divergence(*plain))
+
+
+@pytest.mark.parametrize("kind", POLICIES)
+def test_log_probs_are_per_action_and_step_for_both_policies(kind):
+    """MetaPolicyGradient.log_probs is log π(a_t|s_t) of whole actions, (E, T): a Gaussian's
+    sums its dimensions, a categorical's is one number per step (never summed over time)."""
+    torch.manual_seed(0)
+    policy = POLICIES[kind]([4])
+    learner = MetaPolicyGradient(policy, "maml", 0.1, 1, TRPOConfig())
+    (episodes,) = synthetic_tasks(policy, tasks=1)[1]
+    theta = dict(policy.named_parameters())
+    log_probs = learner.log_probs(theta, episodes)
+    assert log_probs.shape == (2, 4)
+    out = policy.body(episodes.obs)
+    if kind == "gaussian":
+        std = policy.log_std.exp()
+        per_dim = (
+            -0.5 * ((episodes.actions - out) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
+        )
+        expected = per_dim.sum(-1)
+    else:
+        expected = out.log_softmax(-1).gather(-1, episodes.actions[..., None]).squeeze(-1)
+    torch.testing.assert_close(log_probs, expected)

@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import metarl
+from envs import make_task_env, make_task_vector_env
 from envs.tabular_mdp import (
     TabularMDPEnv,
     TabularMDPVectorEnv,
@@ -137,6 +138,30 @@ def test_seeding_reproduces_the_task_and_the_trial():
     assert not np.array_equal(task, other)
     first = TabularMDPVectorEnv(8).reset(seed=5)[1]["task"]
     np.testing.assert_array_equal(first, TabularMDPVectorEnv(8).reset(seed=5)[1]["task"])
+
+
+def test_the_maml_family_is_one_episode_per_task_with_one_task_for_all_sub_envs():
+    """``TabularMDP`` of ``envs.make_task_env`` / ``make_task_vector_env``: a gymnasium
+    episode is one episode of ``horizon`` steps from state 0; ``reset(options={"task": row})``
+    gives every sub-environment that MDP, the batched env stepping as the single ones."""
+    num, horizon = 3, 10
+    rng = np.random.default_rng(4)
+    task = sample_tasks(rng, 1, S, A)[0]
+    tape = np.stack([rng.standard_normal((num, horizon)), rng.random((num, horizon))], axis=-1)
+    batched = make_task_vector_env("TabularMDP", horizon, num)
+    singles = [make_task_env("TabularMDP", horizon) for _ in range(num)]
+    batched.reset(options={"task": task, "tape": tape})
+    np.testing.assert_array_equal(batched.tasks, np.tile(task, (num, 1)))
+    for i, env in enumerate(singles):
+        env.reset(options={"task": task, "tape": tape[i]})
+    for t, step_actions in enumerate(rng.integers(A, size=(horizon, num))):
+        _, rewards, terminated, truncated, _ = batched.step(step_actions)
+        for i, env in enumerate(singles):
+            single = env.step(int(step_actions[i]))
+            assert rewards[i] == single[1] and (terminated[i], truncated[i]) == single[2:4]
+        assert truncated.all() == (t == horizon - 1) and not terminated.any()
+    with pytest.raises(ValueError, match="one row"):
+        batched.set_task(np.tile(task, (num, 1)))
 
 
 def test_encode_and_decode_round_trip():

@@ -34,8 +34,8 @@ ALGORITHMS = ("maml", "fomaml", "reptile", "pretrain")
 
 
 class TaskEpisodes(NamedTuple):
-    """One task's episodes as tensors: ``obs`` (E, T, D), ``actions`` (E, T, A), ``mask`` and
-    the normalised advantages ``advantages`` (E, T)."""
+    """One task's episodes as tensors: ``obs`` (E, T, D), ``actions`` (E, T, A) (continuous)
+    or (E, T) (integers), ``mask`` and the normalised advantages ``advantages`` (E, T)."""
 
     obs: Tensor
     actions: Tensor
@@ -113,9 +113,10 @@ class MetaPolicyGradient:
         return 0 if self.algorithm == "pretrain" else len(self.maml.rates)
 
     def log_probs(self, params: Params, episodes: TaskEpisodes) -> Tensor:
-        """log π_params(a_t | s_t), (E, T)."""
+        """log π_params(a_t | s_t), (E, T): the policy's distribution is over whole actions
+        (a Gaussian's sums its dimensions), so continuous and discrete actions alike."""
         dist = functional_call(self.policy, params, (episodes.obs,))
-        return dist.log_prob(episodes.actions).sum(-1)
+        return dist.log_prob(episodes.actions)
 
     def inner_loss(self, params: Params, episodes: TaskEpisodes) -> Tensor:
         """REINFORCE with baseline: −mean_t[log π(a_t|s_t) Â_t]."""
@@ -160,11 +161,9 @@ class MetaPolicyGradient:
         ) -> tuple[Tensor, Tensor]:
             dist = functional_call(self.policy, self.adapted(inner, False), (outer.obs,))
             old_dist = functional_call(self.policy, old, (outer.obs,))
-            ratio = torch.exp(
-                dist.log_prob(outer.actions).sum(-1) - old_dist.log_prob(outer.actions).sum(-1)
-            )
+            ratio = torch.exp(dist.log_prob(outer.actions) - old_dist.log_prob(outer.actions))
             loss = -masked_mean(ratio * outer.advantages, outer.mask)
-            return loss, masked_mean(kl_divergence(old_dist, dist).sum(-1), outer.mask)
+            return loss, masked_mean(kl_divergence(old_dist, dist), outer.mask)
 
         on_accelerator = next(self.policy.parameters()).device.type != "cpu"
         use_vmap = self.batched if self.batched is not None else on_accelerator

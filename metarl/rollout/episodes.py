@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -50,8 +51,9 @@ class EpisodeWorker:
     Args:
         make_envs: builds a gymnasium ``VectorEnv`` of a given number of environments that
             all take their task from ``reset(options={"task": ...})``.
-        make_policy: builds the policy; it maps observations (N, D) to a Gaussian
-            ``torch.distributions.Distribution`` over actions.
+        make_policy: builds the policy; it maps observations (N, D) to a Gaussian over
+            actions of a ``Box`` action space (an ``Independent`` ``Normal``) or a
+            ``Categorical`` over those of a ``Discrete`` one.
         episodes: episodes per task.
         horizon: steps per episode; an episode that terminates earlier is masked after its end.
         device: where the policy acts (``sampler.device``); environments stay on the CPU.
@@ -75,14 +77,17 @@ class EpisodeWorker:
         self.policy = make_policy().to(self.device)
         self.horizon = horizon
         space = self.envs[0].single_action_space
-        self.low, self.high = space.low, space.high
-        self._act = torch.func.vmap(self._mean_std)
+        self.discrete = isinstance(space, spaces.Discrete)
+        self.action_shape: tuple[int, ...] = () if self.discrete else space.shape
+        self.bounds = None if self.discrete else (space.low, space.high)
+        self._act = torch.func.vmap(self._heads)
 
     def sample(self, weights: dict[str, Any] | None, shards: list[TaskShard]) -> list[Batch]:
         """Load ``weights`` (if given) and sample every task of every shard.
 
-        Returns one batch per shard: ``obs`` (n, E, T, D), ``actions`` (n, E, T, A),
-        ``rewards`` and ``mask`` (n, E, T) and ``returns`` (n, E), for its n tasks."""
+        Returns one batch per shard: ``obs`` (n, E, T, D), ``actions`` (n, E, T, A) floats
+        for a ``Box`` action space or (n, E, T) integers for a ``Discrete`` one, ``rewards``
+        and ``mask`` (n, E, T) and ``returns`` (n, E), for its n tasks."""
         if weights is not None:
             self.policy.load_state_dict(weights)
         own = {k: v.detach() for k, v in self.policy.named_parameters()}
@@ -106,9 +111,27 @@ class EpisodeWorker:
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
         ]
 
-    def _mean_std(self, params: dict[str, Tensor], obs: Tensor) -> tuple[Tensor, Tensor]:
+    def _heads(self, params: dict[str, Tensor], obs: Tensor) -> tuple[Tensor, ...]:
+        """The action distribution's parameters: (logits,) of a categorical, (mean, std) of
+        a Gaussian; tensors, so that ``vmap`` over tasks can return them."""
         dist = functional_call(self.policy, params, (obs,))
-        return dist.mean, dist.stddev
+        return (dist.logits,) if self.discrete else (dist.mean, dist.stddev)
+
+    def _noise(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        """One task's noise for one step: Exp(1) draws for the Gumbel-max trick (−log of
+        one is a standard Gumbel), standard normal ones for a Gaussian."""
+        if self.discrete:
+            return torch.empty(shape, device=self.device).exponential_(generator=generator)
+        return torch.randn(shape, generator=generator, device=self.device)
+
+    def _sample(self, heads: tuple[Tensor, ...], noise: Tensor) -> np.ndarray:
+        """Actions from the distributions' parameters and their noise: argmax(logits + Gumbel)
+        is a categorical draw; mean + std · ε a Gaussian one."""
+        if self.discrete:
+            (logits,) = heads
+            return (logits - noise.log()).argmax(-1).cpu().numpy()
+        mean, std = heads
+        return (mean + std * noise).cpu().numpy()
 
     @torch.no_grad()
     def run_tasks(
@@ -130,30 +153,28 @@ class EpisodeWorker:
         episodes = obs.shape[1]
         out = {
             "obs": np.zeros((count, episodes, horizon, *obs.shape[2:]), dtype=np.float32),
-            "actions": np.zeros((count, episodes, horizon, *self.low.shape), dtype=np.float32),
+            "actions": np.zeros(
+                (count, episodes, horizon, *self.action_shape),
+                dtype=np.int64 if self.discrete else np.float32,
+            ),
             "rewards": np.zeros((count, episodes, horizon), dtype=np.float32),
             "mask": np.zeros((count, episodes, horizon), dtype=np.float32),
         }
         alive = np.ones((count, episodes), dtype=bool)
         for t in range(horizon):
-            mean, std = self._act(
+            heads = self._act(
                 stacked, torch.as_tensor(obs, dtype=torch.float32, device=self.device)
             )
             running = np.flatnonzero(alive.any(axis=1))  # tasks with an episode still going
-            noise = torch.stack(
-                [
-                    torch.randn(mean.shape[1:], generator=generators[i], device=self.device)
-                    for i in running
-                ]
-            )
-            action = (mean[running] + std[running] * noise).cpu().numpy()
+            noise = torch.stack([self._noise(heads[0].shape[1:], generators[i]) for i in running])
+            action = self._sample(tuple(head[running] for head in heads), noise)
             out["obs"][running, :, t] = obs[running]
             out["actions"][running, :, t] = action
             out["mask"][running, :, t] = alive[running]
             for i, act in zip(running, action, strict=True):
-                reward, ended = _step(
-                    self.envs[i], np.clip(act, self.low, self.high), alive[i], obs[i]
-                )
+                if self.bounds is not None:
+                    act = np.clip(act, *self.bounds)
+                reward, ended = _step(self.envs[i], act, alive[i], obs[i])
                 out["rewards"][i, :, t] = reward * alive[i]
                 alive[i] &= ~ended
             if not alive.any():
