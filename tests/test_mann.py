@@ -136,3 +136,25 @@ def test_gradients_match_finite_differences() -> None:
 def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MANN(3, 5, **kwargs)
+
+
+@pytest.mark.parametrize("controller", ["lstm", "mlp"])
+def test_the_controller_split_into_input_and_read_parts_is_torchs_cell(controller: str) -> None:
+    """The controller's pre-activations, taken in two parts (the inputs' for the whole
+    sequence at once, the reads' per step), give torch's own cell on (x_t, r_{t-1})."""
+    torch.manual_seed(0)
+    mann = MANN(5, 3, 8, memory_slots=6, memory_width=4, read_heads=2, controller=controller)
+    mann = mann.double()
+    state = mann.initial_state(3)
+    state.reads = torch.randn(3, 8, dtype=torch.double)
+    state.h, state.c = torch.randn(2, 3, 8, dtype=torch.double)
+    x = torch.randn(3, 5, dtype=torch.double)
+    features, new = mann.step(x, state)
+    inputs = torch.cat([x, state.reads], -1)
+    if controller == "lstm":
+        h, c = mann.controller(inputs, (state.h, state.c))
+        torch.testing.assert_close(new.c, c)
+    else:
+        h = mann.controller(inputs)
+    torch.testing.assert_close(new.h, h)
+    torch.testing.assert_close(features[:, :8], h)

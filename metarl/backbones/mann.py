@@ -25,6 +25,7 @@ never between the episodes of one trial (they are one sequence).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,16 @@ def lrua_write(
     write = gate * prev_read + (1 - gate) * prev_least_used.unsqueeze(1)
     keep = 1 - F.one_hot(usage.argmin(dim=-1), usage.shape[-1]).to(memory.dtype)
     return write, memory * keep.unsqueeze(-1) + write.transpose(1, 2) @ keys
+
+
+class ControllerWeights(NamedTuple):
+    """The controller's first layer by what it multiplies: the inputs x_t (and the bias),
+    the reads r_{t-1}, and for an LSTM the hidden state h_{t-1}."""
+
+    inputs: Tensor
+    bias: Tensor
+    reads: Tensor
+    hidden: Tensor | None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -173,13 +184,37 @@ class MANN(SequenceBackbone[MANNState]):
             reads=like.new_zeros(batch_size, heads * self.memory_width),
         )
 
-    def _cell(self, x: Tensor, s: MANNState) -> tuple[Tensor, MANNState]:
-        """One step of the equations in the module docstring; returns a new state."""
-        inputs = torch.cat([x, s.reads], -1)
+    def _controller_weights(self) -> ControllerWeights:
+        """The controller's weights split by what they multiply. ``forward`` takes the
+        inputs' pre-activations for every step of a sequence in one matrix product (and
+        their weight gradient in one more) instead of one small product per step: with raw
+        20×20 pixels they are most of the controller's arithmetic. The slices are taken
+        once per sequence, since each slice's backward fills a zero tensor the size of the
+        whole weight."""
         if isinstance(self.controller, nn.LSTMCell):
-            h, c = self.controller(inputs, (s.h, s.c))
+            cell, split = self.controller, self.input_size
+            bias = cell.bias_ih + cell.bias_hh
+            return ControllerWeights(
+                cell.weight_ih[:, :split], bias, cell.weight_ih[:, split:], cell.weight_hh
+            )
+        linear = self.controller[0]
+        weight = linear.weight
+        return ControllerWeights(
+            weight[:, : self.input_size], linear.bias, weight[:, self.input_size :], None
+        )
+
+    def _cell(
+        self, x_part: Tensor, s: MANNState, weights: ControllerWeights
+    ) -> tuple[Tensor, MANNState]:
+        """One step of the equations in the module docstring from the inputs' share of the
+        controller's pre-activations; returns a new state."""
+        pre = x_part + F.linear(s.reads, weights.reads)
+        if weights.hidden is not None:  # the LSTM cell, gates i, f, g, o
+            i, f, g, o = (pre + F.linear(s.h, weights.hidden)).chunk(4, -1)
+            c = torch.sigmoid(f) * s.c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
         else:
-            h, c = self.controller(inputs), s.c
+            h, c = F.relu(pre), s.c
         out = self.heads(h).view(-1, self.read_heads, self.memory_width + 2)
         keys, alpha, beta = torch.tanh(out[..., :-2]), out[..., -2], out[..., -1]
         strength = 1 + F.softplus(beta) if self.key_strength else torch.ones_like(beta)
@@ -206,13 +241,17 @@ class MANN(SequenceBackbone[MANNState]):
         at t = 0."""
         self._check_sequence(x)
         state = self.initial_state(x.shape[0], x.shape[1])
+        weights = self._controller_weights()
         features = []
-        for t in range(x.shape[1]):
-            y, state = self._cell(x[:, t], state)
+        # unbind: one backward for all steps, where indexing step t fills a zero gradient
+        # of the whole sequence at every step
+        for x_part in F.linear(x, weights.inputs, weights.bias).unbind(1):
+            y, state = self._cell(x_part, state, weights)
             features.append(y)
         return torch.stack(features, 1)
 
     def step(self, x: Tensor, state: MANNState) -> tuple[Tensor, MANNState]:
         """Features (B, output_size) of the next inputs (B, input_size) and the new state."""
         state.advance(x, self.input_size)
-        return self._cell(x, state)
+        weights = self._controller_weights()
+        return self._cell(F.linear(x, weights.inputs, weights.bias), state, weights)
