@@ -168,13 +168,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, nargs="+", default=[1, 15])
     parser.add_argument("--iterations", type=int, default=3, help="timed, after 1 warm-up")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per cell")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--net-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
-    variants = [v for v in VARIANTS if v != "l2l" or args.l2l_python]
+    variants = [v for v in args.variants if v != "l2l" or args.l2l_python]
     with tempfile.TemporaryDirectory() as folder:
         args.net_file = str(Path(folder) / "net.pt")
         torch.save(build_classifier(batched=False).net, args.net_file)
