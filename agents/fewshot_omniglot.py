@@ -291,10 +291,7 @@ class MAMLOptions(InnerLoopOptions):
     def update(self, agent: FewShotAgent) -> Update:
         """Episode by episode on ``train.threads`` threads on the CPU (where the classifier
         loops over episodes: :class:`EpisodeByEpisodeUpdate`), else the batched gradient."""
-        model = agent.model
-        if isinstance(model, MAMLClassifier) and not model.batches_on(agent.device):
-            return EpisodeByEpisodeUpdate(agent, agent.config.train.threads or usable_cpus())
-        return EpisodeUpdate(agent)
+        return EpisodeByEpisodeUpdate(agent, agent.config.train.threads or usable_cpus())
 
 
 @dataclasses.dataclass
@@ -596,14 +593,22 @@ class EpisodeUpdate:
 
 
 class EpisodeByEpisodeUpdate(EpisodeUpdate):
-    """MAML's update on the CPU: the meta-gradient episode by episode on ``threads``
-    threads (:class:`EpisodeThreads`); the same gradient as :class:`EpisodeUpdate`'s."""
+    """MAML's update: where the classifier loops over episodes (the CPU), the meta-gradient
+    episode by episode on ``threads`` threads (:class:`EpisodeThreads`, made on first use),
+    else :class:`EpisodeUpdate`'s one backward through the task-batched meta-batch. The
+    choice follows the classifier's ``batched`` at each call; the gradients are equal."""
 
     def __init__(self, agent: FewShotAgent, threads: int) -> None:
         super().__init__(agent)
-        self.threads = EpisodeThreads(agent.model, threads, agent.precision.autocast)
+        self.device, self.autocast = agent.device, agent.precision.autocast
+        self.thread_count = threads
+        self.threads: EpisodeThreads | None = None
 
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
+        if self.model.batches_on(self.device):
+            return super().__call__(rng)
+        if self.threads is None:
+            self.threads = EpisodeThreads(self.model, self.thread_count, self.autocast)
         batch = self.sample(rng)
         loss, logits = self.threads.backward(
             batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.ways
@@ -768,7 +773,7 @@ class FewShotAgent(TrainedClassifier):
         }
 
     def close(self) -> None:
-        if isinstance(self.update, EpisodeByEpisodeUpdate):
+        if isinstance(self.update, EpisodeByEpisodeUpdate) and self.update.threads is not None:
             self.update.threads.close()
 
     def state_dict(self) -> dict[str, Any]:
