@@ -92,11 +92,12 @@ def ours_step(variant: str, queries: int, threads: int) -> Callable[[], None]:
     model = build_classifier(variant == "ours-batched")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     support_x, support_y, query_x, query_y = meta_batch(queries)
-    episode_threads = EpisodeThreads(model, threads)
+    # only this variant holds thread replicas, so the others' peak memory is their own
+    episode_threads = EpisodeThreads(model, threads) if variant == "ours-episodes" else None
 
     def step() -> None:
         optimizer.zero_grad()
-        if variant == "ours-episodes":
+        if episode_threads is not None:
             episode_threads.backward(support_x, support_y, query_x, query_y, WAYS)
         else:
             model.loss(model(support_x, support_y, query_x, WAYS), query_y).backward()
