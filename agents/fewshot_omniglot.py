@@ -615,6 +615,11 @@ class EpisodeByEpisodeUpdate(EpisodeUpdate):
         )
         return loss, float(episode_accuracy(logits, batch.query_y).mean()), len(logits)
 
+    def close(self) -> None:
+        """Stop the threads, if any were made."""
+        if self.threads is not None:
+            self.threads.close()
+
 
 class ReptileUpdate(EpisodeUpdate):
     """Reptile: adapt to all of each task's images, move θ toward the mean result, with β
@@ -773,8 +778,8 @@ class FewShotAgent(TrainedClassifier):
         }
 
     def close(self) -> None:
-        if isinstance(self.update, EpisodeByEpisodeUpdate) and self.update.threads is not None:
-            self.update.threads.close()
+        if isinstance(self.update, EpisodeByEpisodeUpdate):
+            self.update.close()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "scaler": self.precision.state_dict()}
