@@ -156,14 +156,11 @@ class RL2Agent:
         return concat_batches(worker.sample(on_cpu(self.policy.state_dict()), shards))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy.state_dict(),
-            "optimizer": self.learner.optimizer.state_dict(),
-        }
+        return {"policy": self.policy.state_dict(), **self.learner.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.learner.optimizer.load_state_dict(state["optimizer"])
+        self.learner.load_state_dict(state)
 
     def close(self) -> None:
         self.sampler.close()

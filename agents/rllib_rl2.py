@@ -74,6 +74,12 @@ class PPOConfig(MetarlPPOConfig):
             self.normalize_advantages,
             "true (RLlib always standardises advantages)",
         )
+        require(
+            not self.normalize_returns,
+            "ppo.normalize_returns",
+            self.normalize_returns,
+            "false (RLlib's PPO has no return normalisation)",
+        )
 
 
 @dataclasses.dataclass

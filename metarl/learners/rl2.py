@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from torch import Tensor, nn
 
 from metarl.config import require, require_positive_ints
@@ -32,6 +34,9 @@ class PPOConfig:
         entropy_coef: weight of the entropy bonus.
         max_grad_norm: gradient-norm clip.
         normalize_advantages: standardise advantages per minibatch.
+        normalize_returns: divide rewards, for the learner only, by the running standard
+            deviation of the discounted return-to-go, so the critic's targets keep a scale
+            near one whatever a task pays (the policy still sees the raw rewards).
     """
 
     lr: float = 3e-4
@@ -44,6 +49,7 @@ class PPOConfig:
     entropy_coef: float = 0.01
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
+    normalize_returns: bool = False
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "ppo.lr", self.lr, "a positive number")
@@ -66,6 +72,29 @@ class RL2:
         self.policy = policy
         self.config = config
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
+        self.returns = RunningMeanStd() if config.normalize_returns else None
+
+    def scaled_rewards(self, rewards: Tensor, dones: Tensor, mask: Tensor) -> Tensor:
+        """``rewards`` divided by the running standard deviation of every valid step's
+        discounted return-to-go, this batch's included (rewards unchanged without
+        ``normalize_returns``)."""
+        if self.returns is None:
+            return rewards
+        to_go, _ = gae(rewards, torch.zeros_like(rewards), dones, self.config.gamma, 1.0)
+        self.returns.update(to_go[mask.bool()].double().cpu().numpy())
+        return rewards / float(np.sqrt(self.returns.var + 1e-8))
+
+    def state_dict(self) -> dict[str, object]:
+        """The optimiser's state and the running return statistics."""
+        state: dict[str, object] = {"optimizer": self.optimizer.state_dict()}
+        if self.returns is not None:
+            state["returns"] = {k: float(v) for k, v in vars(self.returns).items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.returns is not None and "returns" in state:
+            vars(self.returns).update(state["returns"])
 
     def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
         """One PPO update on a batch with keys inputs (B,T,D), actions, logp, values,
@@ -73,8 +102,9 @@ class RL2:
         minibatches (a CPU generator shuffles batches on any device alike)."""
         cfg = self.config
         mask = batch["mask"]
+        rewards = self.scaled_rewards(batch["rewards"], batch["dones"], mask)
         advantages, returns = gae(
-            batch["rewards"], batch["values"], batch["dones"], cfg.gamma, cfg.gae_lambda
+            rewards, batch["values"], batch["dones"], cfg.gamma, cfg.gae_lambda
         )
         num_trials = mask.shape[0]
         size = max(1, num_trials // cfg.minibatches)
