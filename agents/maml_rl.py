@@ -1,6 +1,6 @@
 """``maml-rl``: an MLP policy meta-trained to adapt by policy-gradient steps (Finn et al.
-2017, section 5.2-5.3): Gaussian on 2-D navigation and MuJoCo locomotion tasks, categorical
-on random tabular MDPs (Duan et al. 2016, section 4.2).
+2017, section 5.2-5.3): Gaussian on 2-D navigation, MuJoCo locomotion and Meta-World tasks
+(Yu et al. 2019), categorical on random tabular MDPs (Duan et al. 2016, section 4.2).
 
 Each iteration draws ``meta_batch`` tasks. For each, rollout workers sample
 ``episodes_per_task`` episodes with θ, the learner takes an inner step, the workers sample
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,12 +25,12 @@ import torch
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from envs import TASK_FAMILIES, make_task_env, make_task_vector_env
+from envs import METAWORLD_BENCHMARKS, TASK_FAMILIES, make_task_env, make_task_vector_env
 from metarl import runs
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
 from metarl.devices import on_cpu, usable_cpus
-from metarl.errors import UsageError
+from metarl.errors import ConfigError, UsageError
 from metarl.eval.paired import gains, paired
 from metarl.eval.stats import mean_ci95
 from metarl.learners.maml import Params
@@ -48,13 +49,16 @@ from metarl.rollout import EpisodeWorker, Sampler, TaskShard, make_sampler
 @dataclasses.dataclass
 class TaskConfig:
     """Attributes:
-    family: Navigation2D, HalfCheetahVel, HalfCheetahDir, AntVel, AntDir or TabularMDP.
+    family: Navigation2D, HalfCheetahVel, HalfCheetahDir, AntVel, AntDir, TabularMDP, or
+        the Meta-World benchmarks ML1, ML10 and ML45 (the ``metaworld`` extra).
+    task: ML1's task (``reach``, ``push``, ``pick-place``, ...); unused otherwise.
     horizon: steps per episode (100 for navigation, 200 for locomotion in the paper, 10
-        for tabular MDPs as Duan et al.'s).
+        for tabular MDPs as Duan et al.'s, 500 for Meta-World).
     meta_batch: tasks per meta-update.
     episodes_per_task: episodes sampled per task and inner step (K in the paper)."""
 
     family: str = "Navigation2D"
+    task: str = ""
     horizon: int = 100
     meta_batch: int = 20
     episodes_per_task: int = 20
@@ -67,6 +71,20 @@ class TaskConfig:
             " or ".join(TASK_FAMILIES),
         )
         require_positive_ints(self, "env", ("horizon", "meta_batch", "episodes_per_task"))
+        if self.family == "ML1":
+            require(bool(self.task), "env.task", self.task, "an ML1 task such as reach or push")
+            if importlib.util.find_spec("metaworld") is not None:  # else: building says so
+                from envs.metaworld import ml1_name
+
+                try:
+                    ml1_name(self.task)
+                except ValueError as err:
+                    raise ConfigError(f"config key 'env.task': {err}") from None
+
+    @property
+    def success_flag(self) -> bool:
+        """Whether the family's environments report ``info["success"]`` (Meta-World)."""
+        return self.family in METAWORLD_BENCHMARKS
 
 
 @dataclasses.dataclass
@@ -132,7 +150,11 @@ class EvalConfig(BaseEvalConfig):
         until it has taken as many environment steps (false: all of it at evaluation).
     pretrain_iterations: multi-task TRPO iterations of the pre-trained baseline; 0: as many
         as take the environment steps the meta-learner trained with (an equal budget).
-    ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch.
+    ppo_tasks: held-out tasks (the first ones) on which PPO trains from scratch (0 for
+        Meta-World: its curve is of returns, not of success).
+    scored_episodes: how many of the episodes sampled per task and step the curve scores,
+        the first ones (all are used to adapt); 0: all ``env.episodes_per_task``.
+        Meta-World's protocol scores 3.
     workers: parallelism of ``metarl eval``: Ray rollout actors when the run samples
         in-process (``sampler.backend: local``), and processes training PPO on the tasks;
         0: one per CPU of this machine; 1: in-process. The curves do not depend on it (each
@@ -145,6 +167,7 @@ class EvalConfig(BaseEvalConfig):
     pretrain_in_train: bool = True
     pretrain_iterations: int = 0
     ppo_tasks: int = 5
+    scored_episodes: int = 0
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -164,6 +187,12 @@ class EvalConfig(BaseEvalConfig):
             "an integer >= 0",
         )
         require(self.ppo_tasks >= 0, "eval.ppo_tasks", self.ppo_tasks, "an integer >= 0")
+        require(
+            self.scored_episodes >= 0,
+            "eval.scored_episodes",
+            self.scored_episodes,
+            "an integer >= 0",
+        )
 
 
 @dataclasses.dataclass
@@ -187,10 +216,24 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        require(
+            not (self.env.success_flag and self.eval.ppo_tasks),
+            "eval.ppo_tasks",
+            self.eval.ppo_tasks,
+            "0 on Meta-World (PPO from scratch measures return, the runs success rate)",
+        )
+        require(
+            self.eval.scored_episodes <= self.env.episodes_per_task,
+            "eval.scored_episodes",
+            self.eval.scored_episodes,
+            f"at most env.episodes_per_task ({self.env.episodes_per_task})",
+        )
+
 
 def build_policy(config: Config) -> GaussianMLPPolicy | CategoricalMLPPolicy:
     """The policy of the family's action space: categorical for ``Discrete``, else Gaussian."""
-    env = make_task_env(config.env.family, config.env.horizon)
+    env = make_task_env(config.env.family, config.env.horizon, config.env.task)
     obs_size = int(np.prod(env.observation_space.shape))
     space = env.action_space
     env.close()
@@ -231,10 +274,13 @@ class MetaPGAgent:
             config.trpo,
             learner.outer_lr,
         )
-        self.task_env = make_task_env(config.env.family, config.env.horizon).unwrapped
+        env = config.env
+        self.headline = "success_rate" if env.success_flag else "mean_return"
+        self.make_env = functools.partial(make_task_env, env.family, env.horizon, env.task)
+        self.task_env = self.make_env().unwrapped
         self.worker_kwargs = {
             "make_envs": functools.partial(
-                make_task_vector_env, config.env.family, config.env.horizon
+                make_task_vector_env, env.family, env.horizon, task=env.task
             ),
             "make_policy": functools.partial(build_policy, config),
             "episodes": config.env.episodes_per_task,
@@ -274,10 +320,12 @@ class MetaPGAgent:
                 self.baseline_return = metrics["mean_return"]
                 bar.update(int(metrics["env_steps"]))
 
-    def sample_tasks(self, seed: Any, count: int) -> np.ndarray:
-        """``count`` tasks of the distribution, drawn from ``seed`` alone."""
+    def sample_tasks(self, seed: Any, count: int, held_out: bool = False) -> np.ndarray:
+        """``count`` tasks of the distribution, drawn from ``seed`` alone; ``held_out``:
+        from its test split where it has one (Meta-World's ``sample_held_out_tasks``)."""
         self.task_env.np_random = np.random.default_rng(seed)
-        return self.task_env.sample_tasks(count)
+        sample = getattr(self.task_env, "sample_held_out_tasks", None) if held_out else None
+        return (sample or self.task_env.sample_tasks)(count)
 
     def rollouts(
         self,
@@ -286,19 +334,23 @@ class MetaPGAgent:
         steps: int,
         seed: list[int],
         rates: Sequence[float] | None = None,
-    ) -> tuple[list[list[TaskEpisodes]], np.ndarray, list[Params], int]:
+        scored: int = 0,
+    ) -> tuple[list[list[TaskEpisodes]], dict[str, np.ndarray], list[Params], int]:
         """Sample every task with θ, take an inner step on each task's episodes, sample
         again with the adapted parameters, and so on for ``steps`` steps, step j of size
         ``rates[j]`` (the last repeated; ``None``: the training's).
 
-        Returns each sampling's episodes per task (``steps + 1`` lists), the mean return per
-        task and sampling (len(tasks), steps + 1), each task's final parameters, and the
-        environment steps taken. Sampling ``j`` is seeded by ``(*seed, j)``."""
+        Returns each sampling's episodes per task (``steps + 1`` lists), the mean
+        ``return`` and ``success`` (the fraction of episodes whose success flag was set)
+        per task and sampling (len(tasks), steps + 1) over the first ``scored`` episodes
+        (0: all), each task's final parameters, and the environment steps taken. Sampling
+        ``j`` is seeded by ``(*seed, j)``."""
         rates = rates or self.learner.maml.rates
         params = [theta] * len(tasks)
         bounds = np.linspace(0, len(tasks), self.config.sampler.shards + 1).astype(int)
         learner = self.config.learner
-        episodes, returns, env_steps = [], [], 0
+        episodes, returns, success, env_steps = [], [], [], 0
+        scored = scored or None
         for step in range(steps + 1):
             sequence = np.random.SeedSequence([*seed, step])
             shard_seeds = [int(s) for s in sequence.generate_state(self.config.sampler.shards)]
@@ -311,13 +363,15 @@ class MetaPGAgent:
             episodes.append(
                 [task_episodes(b, learner.gamma, learner.gae_lambda, self.device) for b in batches]
             )
-            returns.append([b["returns"].mean() for b in batches])
+            returns.append([b["returns"][:scored].mean() for b in batches])
+            success.append([b["success"][:scored].mean() for b in batches])
             env_steps += int(sum(b["mask"].sum() for b in batches))
             if step < steps:
                 rate = rates[min(step, len(rates) - 1)]
                 pairs = zip(params, episodes[-1], strict=True)
                 params = [self.learner.step(p, e, rate) for p, e in pairs]
-        return episodes, np.array(returns).T, params, env_steps
+        scores = {"return": np.array(returns).T, "success": np.array(success).T}
+        return episodes, scores, params, env_steps
 
     def train_iteration(self, iteration: int) -> dict[str, float]:
         cfg = self.config
@@ -325,20 +379,23 @@ class MetaPGAgent:
         # a copy: the update moves θ in place, and θ as sampled is the old policy of TRPO
         theta = {k: v.detach().clone() for k, v in self.policy.named_parameters()}
         steps = self.learner.steps_in_training
-        episodes, returns, adapted, env_steps = self.rollouts(
+        episodes, scores, adapted, env_steps = self.rollouts(
             tasks, theta, steps, [cfg.seed, iteration]
         )
         if self.env_steps is not None:
             self.env_steps += env_steps
         inner = [[episodes[j][i] for j in range(steps)] for i in range(len(tasks))]
         stats = self.learner.update(inner, episodes[steps], adapted)
-        by_step = returns.mean(0)
+        by_step = scores["return"].mean(0)
         metrics = {
             "mean_return": float(by_step[-1]),
             "pre_return": float(by_step[0]),
             "env_steps": float(env_steps),
             **{f"return_step{j}": float(r) for j, r in enumerate(by_step)},
         }
+        if cfg.env.success_flag:
+            solved = scores["success"].mean(0)
+            metrics |= {"success_rate": float(solved[-1]), "pre_success_rate": float(solved[0])}
         if stats:  # a TRPO step (Reptile's update reports nothing)
             metrics |= {"loss": stats["loss_after"], "kl": stats["kl"]}
             metrics["line_search_steps"] = stats["line_search_steps"]
@@ -351,14 +408,15 @@ class MetaPGAgent:
 
     def adaptation_curve(
         self, policy_state: dict[str, torch.Tensor], tasks: np.ndarray, steps: int
-    ) -> np.ndarray:
-        """Mean return per task (len(tasks), steps + 1) before and after each inner
-        policy-gradient step from the parameters ``policy_state`` (step sizes
-        ``eval.inner_lr``), sampling ``episodes_per_task`` episodes per step as in training."""
+    ) -> dict[str, np.ndarray]:
+        """Mean return and success rate per task (len(tasks), steps + 1) before and after
+        each inner policy-gradient step from the parameters ``policy_state`` (step sizes
+        ``eval.inner_lr``), sampling ``episodes_per_task`` episodes per step as in training
+        and scoring the first ``eval.scored_episodes``."""
         # the policy has no buffers; a checkpoint's state may come from another device
         theta = {k: v.detach().to(self.device) for k, v in policy_state.items()}
-        seed = [self.config.eval.seed]
-        return self.rollouts(tasks, theta, steps, seed, self.config.eval.inner_lr)[1]
+        ev = self.config.eval
+        return self.rollouts(tasks, theta, steps, [ev.seed], ev.inner_lr, ev.scored_episodes)[1]
 
     def pretrained_state(self) -> tuple[dict[str, torch.Tensor], int]:
         """The multi-task pre-trained policy and the environment steps it trained with: from
@@ -416,24 +474,27 @@ class MetaPGAgent:
                 self.baseline.sampler = kept
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
-        """Return after 0..``eval.steps`` gradient steps on held-out tasks, for the agent,
-        the fine-tuned pre-trained policy and PPO from scratch with as many env steps; per
-        baseline the paired per-task difference at step k (``value_after_steps``), and the
-        agent's per-task gain of each step over step 0."""
+        """Return (success rate on Meta-World) after 0..``eval.steps`` gradient steps on
+        held-out tasks, for the agent, the fine-tuned pre-trained policy and PPO from
+        scratch with as many env steps; per baseline the paired per-task difference at step
+        k (``value_after_steps``), and the agent's per-task gain of each step over step 0.
+        A Meta-World report also holds the return curves (``return_curve``)."""
         from metarl.eval.ppo_baseline import ppo_scratch_curve
 
         cfg = self.config
-        tasks = self.sample_tasks([cfg.eval.seed], episodes)
+        tasks = self.sample_tasks([cfg.eval.seed], episodes, held_out=True)
         steps = cfg.eval.steps
         with self.evaluation_sampler():
             pretrained, pretrained_env_steps = self.pretrained_state()
-            curves = {
+            scores = {
                 "agent": self.adaptation_curve(self.policy.state_dict(), tasks, steps),
                 "pretrained_finetuned": self.adaptation_curve(pretrained, tasks, steps),
             }
+        measure = "success" if cfg.env.success_flag else "return"
+        curves = {name: score[measure] for name, score in scores.items()}
         if cfg.eval.ppo_tasks:
             curves["ppo_scratch"] = ppo_scratch_curve(
-                functools.partial(make_task_env, cfg.env.family, cfg.env.horizon),
+                self.make_env,
                 list(tasks[: cfg.eval.ppo_tasks]),
                 steps_per_point=cfg.env.episodes_per_task * cfg.env.horizon,
                 points=steps,
@@ -451,8 +512,8 @@ class MetaPGAgent:
             # PPO trains on the first ppo_tasks tasks only: paired on those
             agent = curves["agent"][: len(values), k]
             comparisons[name] = paired(agent, values, higher_is_better=True)
-        return {
-            "metric": "return",
+        report = {
+            "metric": "success_rate" if cfg.env.success_flag else "return",
             "higher_is_better": True,
             "value": value,
             "ci95": ci95,
@@ -468,6 +529,12 @@ class MetaPGAgent:
             "value_after_steps": k,
             "env_steps_per_step": cfg.env.episodes_per_task * cfg.env.horizon,
         }
+        if cfg.env.success_flag:
+            report["scored_episodes"] = cfg.eval.scored_episodes or cfg.env.episodes_per_task
+            report["return_curve"] = {"x": list(range(steps + 1))} | {
+                name: score["return"].mean(0).tolist() for name, score in scores.items()
+            }
+        return report
 
     def state_dict(self) -> dict[str, Any]:
         state = {"policy": self.policy.state_dict(), "env_steps": self.env_steps}

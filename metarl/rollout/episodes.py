@@ -87,7 +87,9 @@ class EpisodeWorker:
 
         Returns one batch per shard: ``obs`` (n, E, T, D), ``actions`` (n, E, T, A) floats
         for a ``Box`` action space or (n, E, T) integers for a ``Discrete`` one, ``rewards``
-        and ``mask`` (n, E, T) and ``returns`` (n, E), for its n tasks."""
+        and ``mask`` (n, E, T), ``returns`` (n, E) and ``success`` (n, E): 1 where the
+        environment's ``info["success"]`` was set at some step of the episode (Meta-World's
+        flag; 0 for environments without one), for its n tasks."""
         if weights is not None:
             self.policy.load_state_dict(weights)
         own = {k: v.detach() for k, v in self.policy.named_parameters()}
@@ -160,6 +162,7 @@ class EpisodeWorker:
             "rewards": np.zeros((count, episodes, horizon), dtype=np.float32),
             "mask": np.zeros((count, episodes, horizon), dtype=np.float32),
         }
+        success = np.zeros((count, episodes), dtype=np.float32)
         alive = np.ones((count, episodes), dtype=bool)
         for t in range(horizon):
             heads = self._act(
@@ -174,12 +177,14 @@ class EpisodeWorker:
             for i, act in zip(running, action, strict=True):
                 if self.bounds is not None:
                     act = np.clip(act, *self.bounds)
-                reward, ended = _step(self.envs[i], act, alive[i], obs[i])
+                reward, ended, solved = _step(self.envs[i], act, alive[i], obs[i])
                 out["rewards"][i, :, t] = reward * alive[i]
+                success[i] = np.maximum(success[i], solved * alive[i])
                 alive[i] &= ~ended
             if not alive.any():
                 break
         out["returns"] = out["rewards"].sum(axis=2)
+        out["success"] = success
         return out
 
     def close(self) -> None:
@@ -194,17 +199,20 @@ def _groups(count: int, size: int) -> list[tuple[int, int]]:
 
 def _step(
     envs: VectorEnv, actions: np.ndarray, alive: np.ndarray, obs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step one task's episodes, writing the next observations into ``obs``; returns the
-    rewards and which episodes ended. A ``SyncVectorEnv`` steps only its sub-environments
-    whose episode runs (an Ant that fell would otherwise simulate a masked episode to the
-    horizon); any other vector steps at once."""
+    rewards, which episodes ended and their ``info["success"]`` flags (0 where absent). A
+    ``SyncVectorEnv`` steps only its sub-environments whose episode runs (an Ant that fell
+    would otherwise simulate a masked episode to the horizon); any other vector steps at
+    once."""
     sub_envs = getattr(envs, "envs", None)
     if sub_envs is None:
-        obs[:], reward, terminated, truncated, _ = envs.step(actions)
-        return reward, terminated | truncated
-    reward, ended = np.zeros(len(sub_envs)), ~alive
+        obs[:], reward, terminated, truncated, info = envs.step(actions)
+        solved = np.asarray(info.get("success", 0.0), dtype=np.float32)
+        return reward, terminated | truncated, np.broadcast_to(solved, reward.shape)
+    reward, ended, solved = np.zeros(len(sub_envs)), ~alive, np.zeros(len(sub_envs))
     for j in np.flatnonzero(alive):
-        obs[j], reward[j], terminated, truncated, _ = sub_envs[j].step(actions[j])
+        obs[j], reward[j], terminated, truncated, info = sub_envs[j].step(actions[j])
         ended[j] = terminated or truncated
-    return reward, ended
+        solved[j] = info.get("success", 0.0)
+    return reward, ended, solved
