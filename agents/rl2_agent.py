@@ -1,8 +1,8 @@
 """What every RL² recipe shares: the configuration sections and the training loop of a memory
 policy (SNAIL, LSTM or MANN) meta-trained by PPO on whole trials sampled by rollout workers.
 
-A recipe (``rl2-bandit``, ``rl2-maze``) adds its ``env`` section, the batched environment
-and its evaluation against its own baselines.
+A recipe (``rl2-bandit``, ``rl2-maze``, ``rl2-mdp``, ``rl2-metaworld``) adds its ``env``
+section, the batched environment and its evaluation against its own baselines.
 """
 
 from __future__ import annotations
@@ -68,11 +68,18 @@ class RL2Config:
 
 
 def build_policy(
-    model: ModelConfig, obs_size: int, num_actions: int, max_len: int
+    model: ModelConfig,
+    obs_size: int,
+    num_actions: int,
+    max_len: int,
+    continuous: bool = False,
+    init_std: float = 1.0,
 ) -> RecurrentActorCritic:
-    """The memory policy over RL² inputs, for trials of at most ``max_len`` steps."""
+    """The memory policy over RL² inputs, for trials of at most ``max_len`` steps (discrete
+    actions, or ``continuous`` ones of width ``num_actions``; see
+    :class:`RecurrentActorCritic`)."""
     backbone = model.build(rl2_input_size(obs_size, num_actions), max_len)
-    return RecurrentActorCritic(backbone, num_actions)
+    return RecurrentActorCritic(backbone, num_actions, continuous, init_std)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -85,8 +92,11 @@ class RL2Agent:
     Args:
         config: the experiment.
         make_env: builds the batched task distribution for a number of tasks.
-        obs_size, num_actions: the environment's observation width and action count.
+        obs_size, num_actions: the environment's observation width and action count (the
+            action's width if ``continuous``).
         max_len: the longest trial, in steps.
+        continuous: the actions are vectors of a Box space (a Gaussian actor).
+        init_std: the Gaussian actor's initial standard deviation.
     """
 
     headline = "mean_return"
@@ -98,11 +108,15 @@ class RL2Agent:
         obs_size: int,
         num_actions: int,
         max_len: int,
+        continuous: bool = False,
+        init_std: float = 1.0,
     ) -> None:
         self.config = config
         self.device = config.train.torch_device
         torch.manual_seed(config.seed)
-        make_policy = functools.partial(build_policy, config.model, obs_size, num_actions, max_len)
+        make_policy = functools.partial(
+            build_policy, config.model, obs_size, num_actions, max_len, continuous, init_std
+        )
         self.policy = make_policy().to(self.device)  # workers act on their own copies
         self.learner = RL2(self.policy, config.ppo)
         self.worker_kwargs = {

@@ -19,9 +19,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import SyncVectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.utils import batch_space
 
-from envs.tasks import reset_task
+from envs.tasks import next_tasks, reset_task, reset_tasks
 from metarl.config import require_positive
 from metarl.errors import UsageError
 
@@ -232,3 +233,113 @@ def make_metaworld_vector_env(
     """``num_envs`` :class:`MetaWorldEnv` stepped together, sharing one benchmark."""
     tasks = metaworld_tasks(benchmark, task)
     return SyncVectorEnv([functools.partial(MetaWorldEnv, tasks, horizon)] * num_envs)
+
+
+class MetaWorldTrialVectorEnv(VectorEnv):
+    """``num_envs`` RL² trials stepped together: a trial is ``episodes_per_trial`` episodes of
+    ``horizon`` steps in one task, the simulation reset to that task between episodes.
+
+    The step that ends an episode has ``info["episode_end"]`` set and the trial is truncated
+    after its last episode; under gymnasium's next-step autoreset the step after that starts
+    new trials (reward 0) with the fixed tasks or fresh train tasks. Every step's
+    ``info["success"]`` (num_envs,) holds the benchmark's flags. ``reset(options={"tasks":
+    indices})`` fixes one task per sub-environment (held-out ones for evaluation).
+
+    Args:
+        num_envs: trials stepped at once.
+        benchmark, task: as for :func:`metaworld_tasks`.
+        horizon: steps per episode (the benchmark's 500).
+        episodes_per_trial: episodes per trial.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        benchmark: str,
+        task: str = "",
+        horizon: int = HORIZON,
+        episodes_per_trial: int = 2,
+    ) -> None:
+        require_positive("MetaWorldTrialVectorEnv", "num_envs", num_envs)
+        require_positive("MetaWorldTrialVectorEnv", "episodes_per_trial", episodes_per_trial)
+        self.benchmark = metaworld_tasks(benchmark, task)
+        self.envs = [MetaWorldEnv(self.benchmark, horizon) for _ in range(num_envs)]
+        self.num_envs, self.horizon = num_envs, horizon
+        self.max_trial_steps = horizon * episodes_per_trial
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._fixed_tasks: np.ndarray | None = None
+        self.tasks = np.zeros(num_envs, dtype=np.int64)
+        self.t = 0
+        self._needs_reset = True
+
+    def sample_tasks(self, num_tasks: int) -> np.ndarray:
+        """Train tasks drawn from this environment's random generator."""
+        return self.benchmark.sample(self.np_random, num_tasks)
+
+    def set_tasks(self, tasks: np.ndarray | None) -> None:
+        """Fix one task index per sub-environment from the next reset on (``None``: fresh
+        train tasks at every trial)."""
+        if tasks is not None:
+            tasks, count = np.asarray(tasks), len(self.benchmark.tasks)
+            integral = np.issubdtype(tasks.dtype, np.integer)
+            if (
+                tasks.shape != (self.num_envs,)
+                or not integral
+                or not 0 <= tasks.min() <= tasks.max() < count
+            ):
+                raise ValueError(
+                    f"tasks must be {self.num_envs} task indices in [0, {count}), got {tasks!r}"
+                )
+        self._fixed_tasks = None if tasks is None else tasks.astype(np.int64)
+
+    def _reset_episodes(self) -> np.ndarray:
+        return np.stack(
+            [
+                env.reset(options={"task": t})[0]
+                for env, t in zip(self.envs, self.tasks, strict=True)
+            ]
+        )
+
+    def _new_trials(self) -> tuple[np.ndarray, dict[str, Any]]:
+        self.tasks = next_tasks(self)
+        self.t, self._needs_reset = 0, False
+        return self._reset_episodes(), {"task": self.tasks.copy()}
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        reset_tasks(self, seed, options)
+        return self._new_trials()
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.num_envs, 4):
+            raise ValueError(f"actions must have shape ({self.num_envs}, 4), got {actions.shape}")
+        false = np.zeros(self.num_envs, dtype=bool)
+        if self._needs_reset:  # next-step autoreset
+            obs, info = self._new_trials()
+            info |= {"episode_end": false.copy(), "success": np.zeros(self.num_envs)}
+            return obs, np.zeros(self.num_envs), false, false.copy(), info
+        steps = [env.step(a) for env, a in zip(self.envs, actions, strict=True)]
+        obs = np.stack([s[0] for s in steps])
+        rewards = np.array([s[1] for s in steps])
+        success = np.array([float(s[4]["success"]) for s in steps])
+        self.t += 1
+        episode_end = self.t % self.horizon == 0
+        trial_end = self.t >= self.max_trial_steps
+        if episode_end and not trial_end:
+            obs = self._reset_episodes()
+        self._needs_reset = trial_end
+        info = {"episode_end": np.full(self.num_envs, episode_end), "success": success}
+        return obs, rewards, false, np.full(self.num_envs, trial_end), info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()

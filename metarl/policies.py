@@ -2,8 +2,9 @@
 Gaussian and categorical MLPs for meta-RL by policy-gradient adaptation.
 
 The RL² inputs (Duan et al. 2016) at step t are the observation o_t, the previous action
-a_{t-1} (one-hot), the previous reward r_{t-1} and the previous episode-end flag d_{t-1}; the
-backbone's memory starts empty at the start of a trial and persists across its episodes.
+a_{t-1} (one-hot for discrete actions, the vector itself for continuous ones), the previous
+reward r_{t-1} and the previous episode-end flag d_{t-1}; the backbone's memory starts empty at
+the start of a trial and persists across its episodes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def rl2_input_size(obs_size: int, num_actions: int) -> int:
-    """Width of one RL² input vector."""
+    """Width of one RL² input vector (``num_actions``: the discrete action count or the
+    continuous action's width)."""
     return obs_size + num_actions + 2
 
 
@@ -32,15 +34,20 @@ def rl2_inputs(
     prev_dones: np.ndarray,
     num_actions: int,
 ) -> np.ndarray:
-    """Concatenate (o_t, onehot(a_{t-1}), r_{t-1}, d_{t-1}) for a batch; a_{-1} = -1 is none."""
+    """Concatenate (o_t, a_{t-1}, r_{t-1}, d_{t-1}) for a batch. Integer actions (B,) are
+    one-hot encoded, a_{-1} = -1 being none; float actions (B, num_actions), continuous ones,
+    enter as they are, zeros being none."""
     batch = obs.shape[0]
-    onehot = np.zeros((batch, num_actions), dtype=np.float32)
-    has_prev = prev_actions >= 0
-    onehot[np.flatnonzero(has_prev), prev_actions[has_prev]] = 1.0
+    if np.issubdtype(prev_actions.dtype, np.integer):
+        actions = np.zeros((batch, num_actions), dtype=np.float32)
+        has_prev = prev_actions >= 0
+        actions[np.flatnonzero(has_prev), prev_actions[has_prev]] = 1.0
+    else:
+        actions = prev_actions.reshape(batch, num_actions).astype(np.float32)
     return np.concatenate(
         [
             obs.reshape(batch, -1).astype(np.float32),
-            onehot,
+            actions,
             prev_rewards.astype(np.float32)[:, None],
             prev_dones.astype(np.float32)[:, None],
         ],
@@ -48,36 +55,102 @@ def rl2_inputs(
     )
 
 
+class LogSoftmaxCategorical(Categorical):
+    """torch's categorical distribution with log-probabilities ``log_softmax(logits)``,
+    probabilities their ``exp`` and entropy ``-Σ p log p`` on those: the arithmetic RL² used
+    before it took continuous actions, kept so that seeded discrete runs reproduce bit for bit
+    (torch normalises logits by ``logsumexp`` and takes ``softmax``, equal up to rounding)."""
+
+    def __init__(self, logits: Tensor) -> None:
+        log_probs = torch.log_softmax(logits, dim=-1)
+        super().__init__(logits=log_probs, validate_args=False)
+        self.logits = log_probs
+        self.probs = log_probs.exp()
+
+    def entropy(self) -> Tensor:
+        return -(self.probs * self.logits).sum(-1)
+
+
+ActionDistribution = LogSoftmaxCategorical | Independent
+"""What the actor head of :class:`RecurrentActorCritic` yields: a categorical distribution over
+discrete actions, or a diagonal Gaussian over continuous ones whose ``log_prob`` and
+``entropy`` sum over the action's dimensions."""
+
+
+def draw_actions(
+    dist: ActionDistribution, generator: torch.Generator, deterministic: bool = False
+) -> Tensor:
+    """Actions from ``dist``, the randomness from ``generator`` (torch's ``sample`` takes
+    none): a categorical's sampled index or its most likely one, a Gaussian's sample or its
+    mean, unclipped."""
+    if isinstance(dist, Categorical):
+        if deterministic:
+            return dist.logits.argmax(-1)
+        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+    if deterministic:
+        return dist.mean
+    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)
+    return dist.mean + dist.stddev * noise
+
+
 class RecurrentActorCritic(nn.Module):
-    """Categorical actor and value critic sharing one sequence backbone.
+    """An actor and a value critic sharing one sequence backbone.
 
     Args:
         backbone: any :class:`SequenceBackbone` (SNAIL, LSTM, ...).
-        num_actions: size of the discrete action space.
+        num_actions: size of the discrete action space, or width of a continuous action.
+        continuous: the actions are vectors: the actor is a diagonal Gaussian whose mean is a
+            linear head and whose log standard deviation is a learned parameter ``log_std``,
+            independent of the state; otherwise a categorical over ``num_actions`` logits.
+        init_std: the Gaussian's initial standard deviation (unused by discrete actions).
+
+    The Gaussian's samples are not squashed: the sampler clips them to the action bounds on
+    the way to the environment, and they are scored unclipped.
     """
 
-    def __init__(self, backbone: SequenceBackbone, num_actions: int) -> None:
+    def __init__(
+        self,
+        backbone: SequenceBackbone,
+        num_actions: int,
+        continuous: bool = False,
+        init_std: float = 1.0,
+    ) -> None:
         super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {init_std}")
         self.backbone = backbone
         self.num_actions = num_actions
+        self.continuous = continuous
         self.actor = nn.Linear(backbone.output_size, num_actions)
         self.critic = nn.Linear(backbone.output_size, 1)
         nn.init.orthogonal_(self.actor.weight, gain=0.01)
         nn.init.zeros_(self.actor.bias)
+        if continuous:
+            self.log_std = nn.Parameter(torch.full((num_actions,), math.log(init_std)))
 
-    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits (B, T, A) and values (B, T) for whole trials (B, T, D)."""
+    def distribution(self, features: Tensor) -> ActionDistribution:
+        """The actor's action distribution for backbone features (..., F)."""
+        head = self.actor(features)
+        if not self.continuous:
+            return LogSoftmaxCategorical(head)
+        scale = self.log_std.exp().expand_as(head)
+        return Independent(Normal(head, scale, validate_args=False), 1, validate_args=False)
+
+    def forward(self, inputs: Tensor) -> tuple[ActionDistribution, Tensor]:
+        """Action distributions (batch shape (B, T)) and values (B, T) for whole trials
+        (B, T, D)."""
         features = self.backbone(inputs)
-        return self.actor(features), self.critic(features).squeeze(-1)
+        return self.distribution(features), self.critic(features).squeeze(-1)
 
     def initial_state(self, batch_size: int, max_len: int) -> object:
         """Empty memory for ``batch_size`` trials of at most ``max_len`` steps."""
         return self.backbone.initial_state(batch_size, max_len)
 
-    def step(self, inputs: Tensor, state: object) -> tuple[Tensor, Tensor, object]:
-        """One step for a batch (B, D): logits (B, A), values (B,) and the new memory."""
+    def step(self, inputs: Tensor, state: object) -> tuple[ActionDistribution, Tensor, object]:
+        """One step for a batch (B, D): action distributions (batch shape (B,)), values (B,)
+        and the new memory."""
         features, state = self.backbone.step(inputs, state)
-        return self.actor(features), self.critic(features).squeeze(-1), state
+        return self.distribution(features), self.critic(features).squeeze(-1), state
 
 
 def mlp(

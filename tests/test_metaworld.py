@@ -9,6 +9,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from metarl.cli import main
@@ -20,12 +21,13 @@ needs_metaworld = pytest.mark.skipif(
 )
 
 
+@pytest.mark.parametrize("experiment", ["maml-ml1-reach", "snail-ml1-reach"])
 def test_without_the_extra_a_metaworld_experiment_exits_2_with_one_line(
-    tmp_path, monkeypatch, capsys
+    experiment, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setitem(sys.modules, "metaworld", None)  # import metaworld raises ImportError
     out = tmp_path / "run"
-    assert main(["train", "maml-ml1-reach", "--out", str(out)]) == 2
+    assert main(["train", experiment, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert 'pip install -e ".[metaworld]"' in err
@@ -151,3 +153,67 @@ def test_maml_evaluates_on_held_out_goals_and_reports_success(reach):
     assert report["metric"] == "success_rate" and report["scored_episodes"] == 2
     assert set(report["curve"]) == {"x", "agent", "pretrained_finetuned"}
     assert 0.0 <= report["value"] <= 1.0
+
+
+@needs_metaworld
+def test_rl2_trials_reset_the_same_task_between_episodes_and_read_the_flag(reach):
+    from envs.metaworld import MetaWorldTrialVectorEnv
+
+    env = MetaWorldTrialVectorEnv(2, "ML1", "reach", horizon=150, episodes_per_trial=2)
+    first, info = env.reset(seed=0, options={"tasks": np.array([3, 60])})
+    np.testing.assert_array_equal(info["task"], [3, 60])
+    targets = [e._sim._target_pos.copy() for e in env.envs]  # hidden; read to script it
+    obs, ends, solved, starts = first, [], [], []
+    for t in range(300):
+        actions = np.zeros((2, 4), dtype=np.float32)
+        if t < 150:  # the first episode reaches for task 3's goal only
+            actions[0, :3] = np.clip((targets[0] - obs[0, :3]) * 20, -1, 1)
+        obs, _, terminated, truncated, info = env.step(actions)
+        ends.append(info["episode_end"][0])
+        solved.append(info["success"])
+        if t == 149:
+            starts = obs.copy()
+        assert not terminated.any() and truncated.all() == (t == 299)
+    assert np.flatnonzero(ends).tolist() == [149, 299]
+    np.testing.assert_allclose(starts, first, atol=1e-6)  # episode 2 starts afresh, same goal
+    solved = np.array(solved)
+    assert solved[:150, 0].max() == 1.0 and solved[150:, 0].max() == 0.0
+    assert solved[:, 1].max() == 0.0
+    with pytest.raises(ValueError, match="task indices"):
+        env.reset(options={"tasks": np.array([0, len(reach.tasks)])})
+    env.close()
+
+
+@needs_metaworld
+def test_rl2_trains_a_gaussian_snail_and_reports_success_by_episode(reach):
+    from agents.rl2_metaworld import Config, RL2MetaWorldAgent
+    from metarl.config import from_dict
+
+    config = from_dict(
+        Config,
+        {
+            "name": "t",
+            "agent": "rl2-metaworld",
+            "trials_per_iteration": 4,
+            "env": {"benchmark": "ML1", "task": "reach", "horizon": 6, "episodes_per_trial": 3},
+            "model": {"backbone": "snail", "blocks": ["tc 8", "attention 8 8"]},
+            "sampler": {"shards": 2},
+        },
+    )
+    agent = RL2MetaWorldAgent(config)
+    try:
+        before = [p.detach().clone() for p in agent.policy.parameters()]
+        metrics = agent.train_iteration(0)
+        report = agent.evaluate(3)
+    finally:
+        agent.close()
+    assert metrics["env_steps"] == 4 * 18 and 0.0 <= metrics["success_rate"] <= 1.0
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True)
+    )
+    assert report["metric"] == "success_rate" and report["curve_of"] == "episode"
+    assert report["curve"]["x"] == [1, 2, 3] and set(report["paired"]) == {
+        "random",
+        "first_episode",
+    }
+    assert len(report["return_curve"]["random"]) == 3 and report["episodes"] == 3

@@ -73,3 +73,45 @@ def test_unreachable_ray_address_fails_fast():
         check_ray_address("127.0.0.1:1", timeout=1.0)
     with pytest.raises(UsageError, match="HOST:PORT"):
         check_ray_address("nonsense")
+
+
+class _SignTrials:
+    """Three-step trials of one continuous action in [-1, 1]: the reward is the action sent,
+    the success flag is set when it exceeds 0.5, and every step ends an episode."""
+
+    max_trial_steps = 3
+
+    def __init__(self, num_envs: int) -> None:
+        import gymnasium as gym
+
+        self.num_envs = num_envs
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros((self.num_envs, 1), np.float32), {}
+
+    def step(self, actions):
+        assert np.abs(actions).max() <= 1.0  # the worker clips to the bounds
+        self.t += 1
+        done = np.full(self.num_envs, self.t == 3)
+        info = {"success": (actions[:, 0] > 0.5).astype(float), "episode_end": np.ones_like(done)}
+        return np.zeros((self.num_envs, 1), np.float32), actions[:, 0].copy(), done, done, info
+
+
+def test_the_worker_clips_gaussian_actions_on_the_way_out_and_scores_them_unclipped():
+    from metarl.backbones.lstm import LSTMBackbone
+    from metarl.policies import RecurrentActorCritic
+    from metarl.rollout import RolloutWorker
+
+    worker = RolloutWorker(
+        _SignTrials,
+        lambda: RecurrentActorCritic(LSTMBackbone(1 + 1 + 2, 8), 1, continuous=True, init_std=2.0),
+    )
+    (batch,) = worker.sample(None, [Shard(3, 64)])
+    actions = batch["actions"][..., 0]
+    assert batch["actions"].shape == (64, 3, 1) and np.abs(actions).max() > 1.0  # unclipped
+    sent = np.clip(actions, -1.0, 1.0)
+    np.testing.assert_allclose(batch["rewards"], sent)
+    np.testing.assert_allclose(batch["inputs"][:, 1:, 1], sent[:, :-1])  # previous action
+    np.testing.assert_array_equal(batch["success"], sent > 0.5)

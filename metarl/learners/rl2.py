@@ -97,8 +97,8 @@ class RL2:
             vars(self.returns).update(state["returns"])
 
     def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
-        """One PPO update on a batch with keys inputs (B,T,D), actions, logp, values,
-        rewards, dones, mask (B,T), on the policy's device. ``generator`` shuffles the
+        """One PPO update on a batch with keys inputs (B,T,D), actions (B,T) or (B,T,A),
+        logp, values, rewards, dones, mask (B,T), on the policy's device. ``generator`` shuffles the
         minibatches (a CPU generator shuffles batches on any device alike)."""
         cfg = self.config
         mask = batch["mask"]
@@ -120,9 +120,8 @@ class RL2:
             for start in range(0, num_trials, size):
                 idx = order[start : start + size]
                 m = mask[idx]
-                logits, values = self.policy(batch["inputs"][idx])
-                logprobs = torch.log_softmax(logits, dim=-1)
-                logp = logprobs.gather(-1, batch["actions"][idx].unsqueeze(-1)).squeeze(-1)
+                dist, values = self.policy(batch["inputs"][idx])
+                logp = dist.log_prob(batch["actions"][idx])
                 adv = advantages[idx]
                 if cfg.normalize_advantages:
                     mean = masked_mean(adv, m)
@@ -132,7 +131,7 @@ class RL2:
                     clipped_surrogate(logp, batch["logp"][idx], adv, cfg.clip), m
                 )
                 value_loss = 0.5 * masked_mean((values - returns[idx]) ** 2, m)
-                entropy = masked_mean(-(logprobs.exp() * logprobs).sum(-1), m)
+                entropy = masked_mean(dist.entropy(), m)
                 loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
                 self.optimizer.zero_grad()
                 loss.backward()

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from gymnasium.vector import VectorEnv
 
 from metarl.devices import torch_threads
-from metarl.policies import RecurrentActorCritic, rl2_inputs
+from metarl.policies import RecurrentActorCritic, draw_actions, rl2_inputs
 
 Batch = dict[str, np.ndarray]
 
@@ -64,7 +65,8 @@ class RolloutWorker:
         make_env: builds a batched task distribution with a given number of tasks; the env
             exposes ``max_trial_steps`` and reads fixed tasks from ``reset(options={"tasks"})``.
         make_policy: builds the policy (weights come later through :meth:`sample`).
-        deterministic: act greedily instead of sampling from the policy.
+        deterministic: act greedily (a categorical's most likely action, a Gaussian's mean)
+            instead of sampling from the policy.
         device: where the policy acts (``sampler.device``); environments stay on the CPU.
     """
 
@@ -99,14 +101,19 @@ class RolloutWorker:
 
     @torch.no_grad()
     def run_trials(self, shard: Shard) -> Batch:
-        """Run one trial for each of the shard's tasks; return (B, T) arrays."""
+        """Run one trial for each of the shard's tasks; return (B, T) arrays: inputs
+        (B, T, D), actions (integers, or (B, T, A) floats unclipped for a Box space), logp,
+        values, rewards, dones, mask, and ``success`` where the environment reports
+        ``info["success"]`` (Meta-World's flag, 0 on masked steps); ``returns`` (B,)."""
         env = self._env(shard.num_tasks)
-        num_actions = int(env.single_action_space.n)
+        space = env.single_action_space
+        continuous = isinstance(space, Box)
+        width = space.shape[0] if continuous else int(space.n)
         generator = torch.Generator(self.device).manual_seed(shard.seed)
         obs, _ = env.reset(seed=shard.seed, options={"tasks": shard.tasks, **(shard.options or {})})
         batch = shard.num_tasks
         state = self.policy.initial_state(batch, env.max_trial_steps)
-        prev_actions = np.full(batch, -1)
+        prev_actions = np.zeros((batch, width), np.float32) if continuous else np.full(batch, -1)
         prev_rewards = np.zeros(batch)
         prev_dones = np.zeros(batch, dtype=bool)
         alive = np.ones(batch, dtype=bool)
@@ -114,17 +121,14 @@ class RolloutWorker:
             k: [] for k in ("inputs", "actions", "logp", "values", "rewards", "dones", "mask")
         }
         while alive.any():
-            inputs = rl2_inputs(obs, prev_actions, prev_rewards, prev_dones, num_actions)
+            inputs = rl2_inputs(obs, prev_actions, prev_rewards, prev_dones, width)
             step_inputs = torch.from_numpy(inputs).to(self.device)
-            logits, values, state = self.policy.step(step_inputs, state)
-            logprobs = torch.log_softmax(logits, dim=-1)
-            if self.deterministic:
-                actions = logits.argmax(-1)
-            else:
-                actions = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
-            logp = logprobs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            dist, values, state = self.policy.step(step_inputs, state)
+            actions = draw_actions(dist, generator, self.deterministic)
+            logp = dist.log_prob(actions)
             actions_np = actions.cpu().numpy()
-            obs, rewards, terminated, truncated, info = env.step(actions_np)
+            sent = np.clip(actions_np, space.low, space.high) if continuous else actions_np
+            obs, rewards, terminated, truncated, info = env.step(sent)
             trial_end = terminated | truncated
             for key, value in (
                 ("inputs", inputs),
@@ -136,8 +140,12 @@ class RolloutWorker:
                 ("mask", alive.copy()),
             ):
                 steps[key].append(value)
+            if "success" in info:
+                steps.setdefault("success", []).append(
+                    np.asarray(info["success"], dtype=np.float32) * alive
+                )
             alive &= ~trial_end
-            prev_actions = actions_np
+            prev_actions = sent
             prev_rewards = rewards
             prev_dones = info.get("episode_end", trial_end)
         out = {k: np.stack(v, axis=1) for k, v in steps.items()}
