@@ -167,7 +167,10 @@ class RL2Agent:
             )
             for i in range(0, len(tasks), chunk)
         ]
-        return concat_batches(worker.sample(on_cpu(self.policy.state_dict()), shards))
+        try:
+            return concat_batches(worker.sample(on_cpu(self.policy.state_dict()), shards))
+        finally:
+            worker.close()
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), **self.learner.state_dict()}

@@ -19,13 +19,16 @@ from typing import Any
 import numpy as np
 
 from agents.rl2_agent import RL2Agent, RL2Config
-from envs.metaworld import BENCHMARKS, HORIZON, MetaWorldTrialVectorEnv, metaworld_tasks
+from envs.metaworld import (
+    BENCHMARKS,
+    HORIZON,
+    MetaWorldTrialVectorEnv,
+    metaworld_tasks,
+    observation_space,
+)
 from metarl.config import require, require_positive_ints
 from metarl.eval.paired import gains, versus_baselines
 from metarl.rollout.worker import Batch
-
-OBS_SIZE, ACTION_SIZE = 39, 4
-"""Meta-World's observation and action widths."""
 
 
 @dataclasses.dataclass
@@ -72,13 +75,15 @@ class RL2MetaWorldAgent(RL2Agent):
             episodes_per_trial=env.episodes_per_trial,
         )
         max_len = env.horizon * env.episodes_per_trial
+        obs_size, action_size = observation_space().shape[0], 4  # hand motion and gripper
         super().__init__(
-            config, make_env, OBS_SIZE, ACTION_SIZE, max_len, continuous=True, init_std=env.init_std
+            config, make_env, obs_size, action_size, max_len, continuous=True, init_std=env.init_std
         )
 
     def by_episode(self, batch: Batch, key: str) -> np.ndarray:
-        """Per trial and episode (trials, episodes_per_trial): whether the success flag was
-        set at any step (``key="success"``), or the return (``key="rewards"``)."""
+        """Per trial and episode (trials, episodes_per_trial) of a batch's (trials, steps)
+        array: whether the success flag was set at any step (``key="success"``), or the
+        return (``key="rewards"``)."""
         env = self.config.env
         steps = batch[key].reshape(len(batch[key]), env.episodes_per_trial, env.horizon)
         return steps.max(axis=2) if key == "success" else steps.sum(axis=2)
@@ -129,20 +134,18 @@ class RL2MetaWorldAgent(RL2Agent):
     def random_trials(self, tasks: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Success and return by episode (tasks, episodes_per_trial) of uniformly random
         actions on ``tasks``."""
-        cfg = self.config.env
         env = self.worker_kwargs["make_env"](len(tasks))
         rng = np.random.default_rng(seed)
         env.reset(seed=seed, options={"tasks": tasks})
-        success, rewards = [], []
+        steps: dict[str, list[np.ndarray]] = {"success": [], "rewards": []}
         for _ in range(env.max_trial_steps):
-            actions = rng.uniform(-1.0, 1.0, (len(tasks), ACTION_SIZE)).astype(np.float32)
+            actions = rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
             _, reward, _, _, info = env.step(actions)
-            success.append(info["success"])
-            rewards.append(reward)
+            steps["success"].append(info["success"])
+            steps["rewards"].append(reward)
         env.close()
-        shape = (len(tasks), cfg.episodes_per_trial, cfg.horizon)
-        success_steps = np.stack(success, axis=1).reshape(shape)
-        return success_steps.max(axis=2), np.stack(rewards, axis=1).reshape(shape).sum(axis=2)
+        batch = {key: np.stack(values, axis=1) for key, values in steps.items()}
+        return self.by_episode(batch, "success"), self.by_episode(batch, "rewards")
 
 
 def build(config: Config) -> RL2MetaWorldAgent:

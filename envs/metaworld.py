@@ -65,13 +65,15 @@ class MetaWorldTasks:
         return np.arange(self.num_train, len(self.tasks)) if held_out else np.arange(self.num_train)
 
     def sample(self, rng: np.random.Generator, count: int, held_out: bool = False) -> np.ndarray:
-        """``count`` tasks of a split, the classes balanced (class i mod k of a shuffled
-        order, k classes) and the goals of each class drawn without replacement while they
-        last: 50 held-out ML1 tasks are the whole test set."""
+        """``count`` tasks of a split, the classes balanced (shuffled rounds of the k
+        classes, so that any count covers ``min(count, k)`` classes, whichever they are) and
+        the goals of each class drawn without replacement while they last: 50 held-out ML1
+        tasks are the whole test set."""
         indices = self.split(held_out)
         names = np.array(self.names)[indices]
         classes = list(dict.fromkeys(names))
-        drawn = rng.permutation(np.arange(count) % len(classes))
+        rounds = -(-count // len(classes))
+        drawn = np.concatenate([rng.permutation(len(classes)) for _ in range(rounds)])[:count]
         out = np.empty(count, dtype=np.int64)
         for c, name in enumerate(classes):
             slots = np.flatnonzero(drawn == c)
@@ -264,8 +266,8 @@ class MetaWorldTrialVectorEnv(VectorEnv):
     ) -> None:
         require_positive("MetaWorldTrialVectorEnv", "num_envs", num_envs)
         require_positive("MetaWorldTrialVectorEnv", "episodes_per_trial", episodes_per_trial)
-        self.benchmark = metaworld_tasks(benchmark, task)
-        self.envs = [MetaWorldEnv(self.benchmark, horizon) for _ in range(num_envs)]
+        self.task_set = metaworld_tasks(benchmark, task)
+        self.envs = [MetaWorldEnv(self.task_set, horizon) for _ in range(num_envs)]
         self.num_envs, self.horizon = num_envs, horizon
         self.max_trial_steps = horizon * episodes_per_trial
         self.single_observation_space = self.envs[0].observation_space
@@ -279,13 +281,13 @@ class MetaWorldTrialVectorEnv(VectorEnv):
 
     def sample_tasks(self, num_tasks: int) -> np.ndarray:
         """Train tasks drawn from this environment's random generator."""
-        return self.benchmark.sample(self.np_random, num_tasks)
+        return self.task_set.sample(self.np_random, num_tasks)
 
     def set_tasks(self, tasks: np.ndarray | None) -> None:
         """Fix one task index per sub-environment from the next reset on (``None``: fresh
         train tasks at every trial)."""
         if tasks is not None:
-            tasks, count = np.asarray(tasks), len(self.benchmark.tasks)
+            tasks, count = np.asarray(tasks), len(self.task_set.tasks)
             integral = np.issubdtype(tasks.dtype, np.integer)
             if (
                 tasks.shape != (self.num_envs,)
@@ -313,15 +315,21 @@ class MetaWorldTrialVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Seed, fix ``options["tasks"]`` (indices, one per trial) if given, and start new
+        trials; ``info["task"]`` holds their tasks."""
         reset_tasks(self, seed, options)
         return self._new_trials()
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every trial's simulation with its action (num_envs, 4), resetting it to its
+        task where an episode ends, or start new trials after the last step of the last."""
         actions = np.asarray(actions, dtype=np.float32)
-        if actions.shape != (self.num_envs, 4):
-            raise ValueError(f"actions must have shape ({self.num_envs}, 4), got {actions.shape}")
+        if actions.shape != self.action_space.shape:
+            raise ValueError(
+                f"actions must have shape {self.action_space.shape}, got {actions.shape}"
+            )
         false = np.zeros(self.num_envs, dtype=bool)
         if self._needs_reset:  # next-step autoreset
             obs, info = self._new_trials()

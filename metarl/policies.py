@@ -56,19 +56,26 @@ def rl2_inputs(
 
 
 class LogSoftmaxCategorical(Categorical):
-    """torch's categorical distribution with log-probabilities ``log_softmax(logits)``,
-    probabilities their ``exp`` and entropy ``-Σ p log p`` on those: the arithmetic RL² used
-    before it took continuous actions, kept so that seeded discrete runs reproduce bit for bit
-    (torch normalises logits by ``logsumexp`` and takes ``softmax``, equal up to rounding)."""
+    """A categorical distribution over ``logits`` whose arithmetic, values and gradients
+    alike, is RL²'s from before it took continuous actions, so that seeded discrete runs
+    reproduce bit for bit: log-probabilities ``log_softmax(logits)`` gathered at the action,
+    entropy ``-Σ exp(l) l`` on them, sampling from ``exp(l)`` and the greedy action the
+    argmax of the raw logits (torch's own normalises by ``logsumexp``, takes ``softmax`` and
+    scores through ``broadcast_tensors``: equal up to rounding, which seeded runs amplify)."""
 
     def __init__(self, logits: Tensor) -> None:
         log_probs = torch.log_softmax(logits, dim=-1)
         super().__init__(logits=log_probs, validate_args=False)
         self.logits = log_probs
-        self.probs = log_probs.exp()
+        self.raw_logits = logits
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probabilities of integer actions shaped like the batch."""
+        return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> Tensor:
-        return -(self.probs * self.logits).sum(-1)
+        """``-Σ p log p`` per batch element."""
+        return -(self.logits.exp() * self.logits).sum(-1)
 
 
 ActionDistribution = LogSoftmaxCategorical | Independent
@@ -83,10 +90,10 @@ def draw_actions(
     """Actions from ``dist``, the randomness from ``generator`` (torch's ``sample`` takes
     none): a categorical's sampled index or its most likely one, a Gaussian's sample or its
     mean, unclipped."""
-    if isinstance(dist, Categorical):
+    if isinstance(dist, LogSoftmaxCategorical):
         if deterministic:
-            return dist.logits.argmax(-1)
-        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+            return dist.raw_logits.argmax(-1)
+        return torch.multinomial(dist.logits.exp(), 1, generator=generator).squeeze(-1)
     if deterministic:
         return dist.mean
     noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)

@@ -217,3 +217,20 @@ def test_rl2_trains_a_gaussian_snail_and_reports_success_by_episode(reach):
         "first_episode",
     }
     assert len(report["return_curve"]["random"]) == 3 and report["episodes"] == 3
+
+
+def test_task_draws_balance_classes_and_small_draws_reach_every_class():
+    """Rollout shards draw a few tasks each: over many draws every class must come up (the
+    benchmark itself is not needed: tasks are indices into its names)."""
+    from collections import Counter
+
+    from envs.metaworld import MetaWorldTasks
+
+    names = tuple(f"class-{c}" for c in range(10) for _ in range(50))
+    tasks = MetaWorldTasks("ML10", names, tuple(range(len(names))), num_train=len(names))
+    rng = np.random.default_rng(0)
+    assert len({names[i] for _ in range(40) for i in tasks.sample(rng, 2)}) == 10
+    counts = Counter(names[i] for i in tasks.sample(rng, 15))
+    assert len(counts) == 10 and sorted(set(counts.values())) == [1, 2]
+    draw = tasks.sample(rng, 50)
+    assert len(set(draw)) == 50 and set(Counter(names[i] for i in draw).values()) == {5}

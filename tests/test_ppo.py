@@ -122,15 +122,35 @@ def test_drawn_actions_follow_the_generator_and_greedy_takes_the_mean():
 
 
 def test_categorical_actor_keeps_log_softmax_arithmetic_bit_for_bit():
-    """Discrete runs must reproduce the seeded figures of before the Gaussian actor."""
-    from metarl.policies import LogSoftmaxCategorical
+    """Discrete runs must reproduce the seeded figures of before the Gaussian actor: the PPO
+    loss's gradient through log-probabilities and entropy, the sampled and the greedy actions
+    equal those of the plain log_softmax arithmetic exactly."""
+    from metarl.policies import LogSoftmaxCategorical, draw_actions
 
-    logits = torch.randn(4, 6, 5) * 3
-    dist = LogSoftmaxCategorical(logits)
-    logprobs = torch.log_softmax(logits, dim=-1)
-    actions = torch.randint(5, (4, 6))
-    assert torch.equal(dist.log_prob(actions), logprobs.gather(-1, actions[..., None])[..., 0])
-    assert torch.equal(dist.entropy(), -(logprobs.exp() * logprobs).sum(-1))
+    torch.manual_seed(0)
+    raw = torch.randn(64, 50, 5) * 3
+    actions, advantages = torch.randint(5, (64, 50)), torch.randn(64, 50)
+    grads = []
+    for distribution in (False, True):
+        logits = raw.clone().requires_grad_()
+        if distribution:
+            dist = LogSoftmaxCategorical(logits)
+            logp, entropy = dist.log_prob(actions), dist.entropy()
+        else:
+            logprobs = torch.log_softmax(logits, dim=-1)
+            logp = logprobs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            entropy = -(logprobs.exp() * logprobs).sum(-1)
+        (-(logp.exp() * advantages).mean() - 0.01 * entropy.mean()).backward()
+        grads.append(logits.grad)
+    assert torch.equal(*grads)
+    step = raw[:, 0]  # the worker draws one step (B, A) at a time
+    drawn = draw_actions(LogSoftmaxCategorical(step), torch.Generator().manual_seed(3))
+    plain = torch.multinomial(
+        torch.log_softmax(step, -1).exp(), 1, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(drawn, plain.squeeze(-1))
+    close = LogSoftmaxCategorical(torch.tensor([0.0, 1e-8]))  # a tie after log_softmax
+    assert draw_actions(close, torch.Generator(), deterministic=True).item() == 1
 
 
 def test_continuous_rl2_inputs_carry_the_previous_action_vector():

@@ -23,6 +23,7 @@ METRIC_LABELS = {
     "accuracy": "accuracy",
     "return": "mean episode return",
     "episode_length": "mean episode length (steps)",
+    "success_rate": "success rate",
 }
 
 
@@ -175,22 +176,25 @@ def _plot_training(ax: Any, report: dict[str, Any], path: Path, colours: dict[st
     steps = [r[column] / 60 if column == "wall_time" else r[column] for r in rows]
     lines: list[tuple[str, list[float], dict[str, Any]]] = []
     baselines, setting = _training_baselines(report, path)
+    # Meta-World's training batches report success besides return: plot what eval measures
+    measured = "success_rate" if "success_rate" in rows[0] else "mean_return"
+    before = "pre_success_rate" if measured == "success_rate" else "pre_return"
     if "val_accuracy" in rows[0]:  # few-shot: training batches' accuracy, smoothed; validation
         ways = runs.read_run_config(path).get("episodes", {}).get("ways", "?")
         train = _smooth([r["accuracy"] for r in rows]).tolist()
         lines.append((f"training ({ways}-way), mean of last 50", train, {"color": "0.6"}))
         validation = [r["val_accuracy"] for r in rows]
         lines.append((f"validation ({setting})", validation, {"color": "black"}))
-    elif "pre_return" in rows[0]:  # adapted by gradient steps: before and after them
-        lines.append(("before adaptation", [r["pre_return"] for r in rows], {"color": "0.6"}))
-        lines.append(("after adaptation", [r["mean_return"] for r in rows], {"color": "black"}))
+    elif before in rows[0]:  # adapted by gradient steps: before and after them
+        lines.append(("before adaptation", [r[before] for r in rows], {"color": "0.6"}))
+        lines.append(("after adaptation", [r[measured] for r in rows], {"color": "black"}))
     elif "length_episode_1" in rows[0]:  # maze trials: each episode's length, as drawn
         keys = [k for k in rows[0] if k.startswith("length_episode_")]
         for i, key in enumerate(keys):
             rgb = np.array(PATH_RGB[i % len(PATH_RGB)]) / 255
             lines.append((key.replace("_", " "), [r[key] for r in rows], {"color": rgb}))
     else:
-        lines.append(("agent", [r["mean_return"] for r in rows], {"color": "black"}))
+        lines.append(("agent", [r[measured] for r in rows], {"color": "black"}))
     for label, values, style in lines:
         finite = np.isfinite(values)
         if finite.any():  # validation not yet measured: no line, no legend entry

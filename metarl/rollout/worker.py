@@ -94,6 +94,13 @@ class RolloutWorker:
         with torch_threads(1):
             return [self.run_trials(shard) for shard in shards]
 
+    def close(self) -> None:
+        """Close the environments this worker built (Meta-World's return their simulations
+        to the process's pool)."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
     def _env(self, num_tasks: int) -> VectorEnv:
         if num_tasks not in self._envs:
             self._envs[num_tasks] = self.make_env(num_tasks)
