@@ -80,17 +80,14 @@ class RL2MetaWorldAgent(RL2Agent):
             config, make_env, obs_size, action_size, max_len, continuous=True, init_std=env.init_std
         )
 
-    def by_episode(self, batch: Batch, key: str) -> np.ndarray:
-        """Per trial and episode (trials, episodes_per_trial) of a batch's (trials, steps)
-        array: whether the success flag was set at any step (``key="success"``), or the
-        return (``key="rewards"``)."""
+    def by_episode(self, steps: np.ndarray) -> np.ndarray:
+        """A (trials, steps) array split into (trials, episodes_per_trial, horizon)."""
         env = self.config.env
-        steps = batch[key].reshape(len(batch[key]), env.episodes_per_trial, env.horizon)
-        return steps.max(axis=2) if key == "success" else steps.sum(axis=2)
+        return steps.reshape(len(steps), env.episodes_per_trial, env.horizon)
 
     def batch_metrics(self, batch: Batch) -> dict[str, float]:
         """Success rate of the trial's last episode (the headline) and of its first."""
-        solved = self.by_episode(batch, "success").mean(axis=0)
+        solved = self.by_episode(batch["success"]).max(axis=2).mean(axis=0)
         return {"success_rate": float(solved[-1]), "success_first_episode": float(solved[0])}
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
@@ -103,7 +100,7 @@ class RL2MetaWorldAgent(RL2Agent):
         rng = np.random.default_rng(cfg.eval.seed)
         tasks = self.tasks.sample(rng, episodes, held_out=True)
         batch = self.held_out_trials(tasks, cfg.eval.seed)
-        solved = self.by_episode(batch, "success")
+        solved = self.by_episode(batch["success"]).max(axis=2)  # flag set at any step
         random_solved, random_returns = self.random_trials(tasks, cfg.eval.seed)
         compared = versus_baselines(
             solved[:, -1],
@@ -111,7 +108,7 @@ class RL2MetaWorldAgent(RL2Agent):
             higher_is_better=True,
         )
         x = list(range(1, solved.shape[1] + 1))
-        returns = self.by_episode(batch, "rewards")
+        returns = self.by_episode(batch["rewards"]).sum(axis=2)
         return {
             "metric": "success_rate",
             "higher_is_better": True,
@@ -144,8 +141,9 @@ class RL2MetaWorldAgent(RL2Agent):
             steps["success"].append(info["success"])
             steps["rewards"].append(reward)
         env.close()
-        batch = {key: np.stack(values, axis=1) for key, values in steps.items()}
-        return self.by_episode(batch, "success"), self.by_episode(batch, "rewards")
+        success = self.by_episode(np.stack(steps["success"], axis=1))
+        rewards = self.by_episode(np.stack(steps["rewards"], axis=1))
+        return success.max(axis=2), rewards.sum(axis=2)
 
 
 def build(config: Config) -> RL2MetaWorldAgent:
