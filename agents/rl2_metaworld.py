@@ -23,6 +23,7 @@ from envs.metaworld import (
     BENCHMARKS,
     HORIZON,
     MetaWorldTrialVectorEnv,
+    action_space,
     metaworld_tasks,
     observation_space,
 )
@@ -75,7 +76,7 @@ class RL2MetaWorldAgent(RL2Agent):
             episodes_per_trial=env.episodes_per_trial,
         )
         max_len = env.horizon * env.episodes_per_trial
-        obs_size, action_size = observation_space().shape[0], 4  # hand motion and gripper
+        obs_size, action_size = observation_space().shape[0], action_space().shape[0]
         super().__init__(
             config, make_env, obs_size, action_size, max_len, continuous=True, init_std=env.init_std
         )

@@ -155,7 +155,7 @@ class MetaWorldEnv(gym.Env):
         require_positive("MetaWorldEnv", "horizon", horizon)
         self.tasks, self.horizon = tasks, horizon
         self.observation_space = observation_space()
-        self.action_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+        self.action_space = action_space()
         self.task = np.int64(0)
         self._fixed_task: np.int64 | None = None
         self._sim: Any = None
@@ -204,6 +204,11 @@ class MetaWorldEnv(gym.Env):
         if self._sim is not None:
             _release(self._sim_name, self._sim)
             self._sim, self._sim_name = None, ""
+
+
+def action_space() -> spaces.Box:
+    """The 4 actions in [-1, 1]: the hand's motion along x, y, z and the gripper's effort."""
+    return spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
 
 
 def observation_space() -> spaces.Box:
