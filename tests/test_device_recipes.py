@@ -42,6 +42,7 @@ ONLINE = {
     "episodes.instances": 3,
     **SMALL_MANN,
     "model.read_heads": 1,
+    "model.compile_step": False,  # tests/test_mann.py checks the compiled step
     "eval.val_episodes": 4,
 }
 NO_MUJOCO = importlib.util.find_spec("mujoco") is None

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 
 from metarl.backbones import MANN, check_backbone
 from metarl.backbones.cosine_attention import cosine_attention
-from metarl.backbones.mann import least_used, lrua_write
+from metarl.backbones.mann import compiled_cell, least_used, lrua_write
 
 # A 3-slot, 2-wide memory with one head, worked by hand (module docstring's steps 1-5).
 MEMORY = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
@@ -124,6 +125,27 @@ def test_gradients_match_finite_differences() -> None:
     assert torch.autograd.gradcheck(lambda x: mann(x).sum(), (x,))
 
 
+@pytest.mark.parametrize("controller", ["lstm", "mlp"])
+def test_weight_gradients_taken_once_per_sequence_match_finite_differences(
+    controller: str,
+) -> None:
+    """The recurrent and heads' weight gradients, summed over the steps in one product
+    (``DeferredWeightGradient``), are the gradients of the whole sequence's features."""
+    torch.manual_seed(4)
+    mann = MANN(3, 4, 4, memory_slots=4, memory_width=3, read_heads=2, controller=controller)
+    mann = mann.double()
+    names, params = zip(*mann.named_parameters(), strict=True)
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    weights = torch.randn(2, 4, mann.output_size, dtype=torch.float64)
+
+    def features(*values: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(mann, dict(zip(names, values, strict=True)), (x,))
+        return (out * weights).sum()
+
+    inputs = tuple(p.detach().clone().requires_grad_() for p in params)
+    assert torch.autograd.gradcheck(features, inputs)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -141,7 +163,8 @@ def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
 @pytest.mark.parametrize("controller", ["lstm", "mlp"])
 def test_the_controller_split_into_input_and_read_parts_is_torchs_cell(controller: str) -> None:
     """The controller's pre-activations, taken in two parts (the inputs' for the whole
-    sequence at once, the reads' per step), give torch's own cell on (x_t, r_{t-1})."""
+    sequence at once, the reads' and hidden state's per step), give torch's own cell on
+    (x_t, r_{t-1})."""
     torch.manual_seed(0)
     mann = MANN(5, 3, 8, memory_slots=6, memory_width=4, read_heads=2, controller=controller)
     mann = mann.double()
@@ -158,3 +181,22 @@ def test_the_controller_split_into_input_and_read_parts_is_torchs_cell(controlle
         h = mann.controller(inputs)
     torch.testing.assert_close(new.h, h)
     torch.testing.assert_close(features[:, :8], h)
+
+
+def test_the_compiled_step_gives_the_eager_features_and_gradients() -> None:
+    """``compile_step`` changes the cost of a training step, not its numbers (float64)."""
+    torch.manual_seed(3)
+    eager = MANN(3, 5, hidden_size=4, memory_slots=4, memory_width=3, read_heads=2).double()
+    compiled = copy.deepcopy(eager)
+    compiled.compile_step = True
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    weights = torch.randn(2, 5, eager.output_size, dtype=torch.float64)
+    results = []
+    for mann in (eager, compiled):
+        features = mann(x)
+        (features * weights).sum().backward()
+        results.append((features.detach(), [p.grad for p in mann.parameters()]))
+    assert compiled_cell.cache_info().currsize == 1  # the compiled path ran
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for compiled_grad, eager_grad in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(compiled_grad, eager_grad)

@@ -27,6 +27,8 @@ class ModelConfig:
         gamma: MANN's usage decay.
         controller: MANN's controller, ``lstm`` or ``mlp``.
         key_strength: MANN learns a key strength β per read (else β = 1, as Santoro et al.).
+        compile_step: MANN's training step through ``torch.compile`` (snail and lstm run
+            fused kernels already and ignore it).
     """
 
     backbone: str = "snail"
@@ -42,6 +44,7 @@ class ModelConfig:
     gamma: float = 0.95
     controller: str = "lstm"
     key_strength: bool = True
+    compile_step: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -103,6 +106,7 @@ class ModelConfig:
                 gamma=self.gamma,
                 controller=self.controller,
                 key_strength=self.key_strength,
+                compile_step=self.compile_step,
             )
         return build_backbone(
             "lstm",

@@ -4,8 +4,9 @@ set (Vinyals et al. 2016), which differ only in what the weights then average.""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
+
+EPS = 1e-12  # F.normalize's floor on a norm
 
 
 def cosine_attention(queries: Tensor, keys: Tensor, scale: float | Tensor = 1.0) -> Tensor:
@@ -15,8 +16,14 @@ def cosine_attention(queries: Tensor, keys: Tensor, scale: float | Tensor = 1.0)
 
     ``scale`` sharpens the softmax, since cosines alone lie in [-1, 1]: one number (Matching
     Networks' cosine scale), or one per query (B, M) (MANN's key strength β).
+
+    The dot products are divided by the norms, rather than the vectors normalised first: the
+    same numbers, with the division (and its backward) on the (B, M, S) products instead of
+    the (B, S, D) keys, which for MANN's memory is ten times fewer elements at every step.
     """
-    cosine = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).transpose(-2, -1)
+    dots = queries @ keys.transpose(-2, -1)
+    query_norms = queries.norm(dim=-1).clamp_min(EPS)
+    key_norms = keys.norm(dim=-1).clamp_min(EPS)
     if isinstance(scale, Tensor):
         scale = scale.unsqueeze(-1)
-    return (scale * cosine).softmax(dim=-1)
+    return (dots * (scale / query_norms.unsqueeze(-1)) / key_norms.unsqueeze(-2)).softmax(-1)

@@ -25,7 +25,9 @@ never between the episodes of one trial (they are one sequence).
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,14 +71,41 @@ def lrua_write(
     return write, memory * keep.unsqueeze(-1) + write.transpose(1, 2) @ keys
 
 
+@functools.cache
+def compiled_cell() -> Callable[..., tuple[Tensor, MANNState]]:
+    """:meth:`MANN._cell` compiled once per process, for shapes fixed in training (an eager
+    step costs mostly per-operation overhead; the compiled one fuses the elementwise work)."""
+    return torch.compile(MANN._cell, dynamic=False)
+
+
 class ControllerWeights(NamedTuple):
-    """The controller's first layer by what it multiplies: the inputs x_t (and the bias),
-    the reads r_{t-1}, and for an LSTM the hidden state h_{t-1}."""
+    """The weights a step multiplies: the controller's first layer by what it multiplies,
+    the inputs x_t (and the bias) and the recurrent inputs (h_{t-1} for an LSTM, then
+    r_{t-1}: one matrix, so a step takes one product), and the heads' layer."""
 
     inputs: Tensor
     bias: Tensor
-    reads: Tensor
-    hidden: Tensor | None
+    recurrent: Tensor
+    heads: Tensor
+
+
+class DeferredWeightGradient(torch.autograd.Function):
+    """Zeros (T, B, out) whose backward is the gradient of ``weight`` in ``F.linear(inputs[t],
+    weight)`` summed over the steps t, as one product over all T * B rows.
+
+    A step's products of size B = 16 run a matrix multiply far below its speed, and their
+    weight gradients, taken per step, cost as much again; here ``forward`` multiplies by
+    the detached weight and adds these zeros. ``inputs`` is a view of a buffer the loop fills
+    after this call, so it is kept on ``ctx`` rather than saved (no version check)."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, inputs: Tensor) -> Tensor:
+        ctx.inputs = inputs
+        return weight.new_zeros(*inputs.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.flatten(0, -2).T @ ctx.inputs.flatten(0, -2), None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -117,6 +146,10 @@ class MANN(SequenceBackbone[MANNState]):
         gamma: usage decay γ.
         controller: ``lstm`` or ``mlp`` (one ReLU layer).
         key_strength: learn β per head (else β = 1, as in the paper).
+        compile_step: run ``forward``'s step through ``torch.compile`` when gradients are on
+            (training): one step is some forty small operations, which the compiler fuses.
+            The same numbers; the first update pays the compilation (about a minute on
+            CPU, cached on disk after), and it needs a C++ compiler on CPU.
     """
 
     def __init__(
@@ -130,6 +163,7 @@ class MANN(SequenceBackbone[MANNState]):
         gamma: float = 0.95,
         controller: str = "lstm",
         key_strength: bool = True,
+        compile_step: bool = False,
     ) -> None:
         super().__init__(input_size, max_len)
         for name, value in (
@@ -153,6 +187,7 @@ class MANN(SequenceBackbone[MANNState]):
         )
         self.gamma = gamma
         self.key_strength = key_strength
+        self.compile_step = compile_step
         width = input_size + read_heads * memory_width
         self.controller = (
             nn.LSTMCell(width, hidden_size)
@@ -184,38 +219,56 @@ class MANN(SequenceBackbone[MANNState]):
             reads=like.new_zeros(batch_size, heads * self.memory_width),
         )
 
-    def _controller_weights(self) -> ControllerWeights:
-        """The controller's weights split by what they multiply. ``forward`` takes the
-        inputs' pre-activations for every step of a sequence in one matrix product (and
-        their weight gradient in one more) instead of one small product per step: with raw
-        20×20 pixels they are most of the controller's arithmetic. The slices are taken
-        once per sequence, since each slice's backward fills a zero tensor the size of the
-        whole weight."""
+    def _weights(self) -> ControllerWeights:
+        """The weights split by what they multiply. ``forward`` takes the inputs'
+        pre-activations for every step of a sequence in one matrix product (and their
+        weight gradient in one more) instead of one small product per step: with raw 20×20
+        pixels they are most of the controller's arithmetic. The slices are taken once per
+        sequence, since each slice's backward fills a zero tensor the size of the whole
+        weight."""
+        split = self.input_size
         if isinstance(self.controller, nn.LSTMCell):
-            cell, split = self.controller, self.input_size
-            bias = cell.bias_ih + cell.bias_hh
+            cell = self.controller
+            inputs, reads = cell.weight_ih[:, :split], cell.weight_ih[:, split:]
+            recurrent = torch.cat([cell.weight_hh, reads], 1)
             return ControllerWeights(
-                cell.weight_ih[:, :split], bias, cell.weight_ih[:, split:], cell.weight_hh
+                inputs, cell.bias_ih + cell.bias_hh, recurrent, self.heads.weight
             )
         linear = self.controller[0]
         weight = linear.weight
         return ControllerWeights(
-            weight[:, : self.input_size], linear.bias, weight[:, self.input_size :], None
+            weight[:, :split], linear.bias, weight[:, split:], self.heads.weight
         )
 
+    def _recurrent_inputs(self, features: Tensor) -> Tensor:
+        """What the controller's recurrent weight multiplies, from the last step's features
+        (h, r): both for an LSTM, the reads alone for an MLP."""
+        if isinstance(self.controller, nn.LSTMCell):
+            return features
+        return features[..., self.hidden_size :]
+
     def _cell(
-        self, x_part: Tensor, s: MANNState, weights: ControllerWeights
+        self,
+        x_part: Tensor,
+        s: MANNState,
+        weights: ControllerWeights,
+        carriers: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, MANNState]:
         """One step of the equations in the module docstring from the inputs' share of the
-        controller's pre-activations; returns a new state."""
-        pre = x_part + F.linear(s.reads, weights.reads)
-        if weights.hidden is not None:  # the LSTM cell, gates i, f, g, o
-            i, f, g, o = (pre + F.linear(s.h, weights.hidden)).chunk(4, -1)
+        controller's pre-activations; returns the features and a new state. ``carriers``
+        are this step's :class:`DeferredWeightGradient` zeros, added to the recurrent and
+        the heads' products when ``weights`` holds those weights detached."""
+        recurrent, heads = carriers if carriers is not None else (0.0, 0.0)
+        previous = torch.cat([s.h, s.reads], -1)
+        pre = x_part + F.linear(self._recurrent_inputs(previous), weights.recurrent) + recurrent
+        if isinstance(self.controller, nn.LSTMCell):  # gates i, f, g, o
+            i, f, g, o = pre.chunk(4, -1)
             c = torch.sigmoid(f) * s.c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
         else:
             h, c = F.relu(pre), s.c
-        out = self.heads(h).view(-1, self.read_heads, self.memory_width + 2)
+        out = F.linear(h, weights.heads, self.heads.bias) + heads
+        out = out.view(-1, self.read_heads, self.memory_width + 2)
         keys, alpha, beta = torch.tanh(out[..., :-2]), out[..., -2], out[..., -1]
         strength = 1 + F.softplus(beta) if self.key_strength else torch.ones_like(beta)
         write, memory = lrua_write(
@@ -238,20 +291,35 @@ class MANN(SequenceBackbone[MANNState]):
 
     def forward(self, x: Tensor) -> Tensor:
         """Features (B, T, output_size) of whole sequences (B, T, input_size), memory empty
-        at t = 0."""
+        at t = 0. The recurrent and heads' weight gradients are taken once for the whole
+        sequence (:class:`DeferredWeightGradient`), from the features each step writes into
+        ``seen``."""
         self._check_sequence(x)
-        state = self.initial_state(x.shape[0], x.shape[1])
-        weights = self._controller_weights()
+        batch, length = x.shape[:2]
+        state = self.initial_state(batch, length)
+        weights = self._weights()
+        seen = x.new_zeros(length + 1, batch, self.output_size)  # features of steps -1..T-1
+        recurrent = DeferredWeightGradient.apply(
+            weights.recurrent, self._recurrent_inputs(seen[:-1])
+        )
+        heads = DeferredWeightGradient.apply(weights.heads, seen[1:, :, : self.hidden_size])
+        detached = weights._replace(
+            recurrent=weights.recurrent.detach(), heads=weights.heads.detach()
+        )
+        cell = compiled_cell() if self.compile_step and torch.is_grad_enabled() else MANN._cell
         features = []
         # unbind: one backward for all steps, where indexing step t fills a zero gradient
         # of the whole sequence at every step
-        for x_part in F.linear(x, weights.inputs, weights.bias).unbind(1):
-            y, state = self._cell(x_part, state, weights)
+        inputs = F.linear(x, weights.inputs, weights.bias).unbind(1)
+        steps = zip(inputs, recurrent.unbind(0), heads.unbind(0), strict=True)
+        for t, (x_part, *carriers) in enumerate(steps):
+            y, state = cell(self, x_part, state, detached, tuple(carriers))
+            seen[t + 1] = y.detach()
             features.append(y)
         return torch.stack(features, 1)
 
     def step(self, x: Tensor, state: MANNState) -> tuple[Tensor, MANNState]:
         """Features (B, output_size) of the next inputs (B, input_size) and the new state."""
         state.advance(x, self.input_size)
-        weights = self._controller_weights()
+        weights = self._weights()
         return self._cell(F.linear(x, weights.inputs, weights.bias), state, weights)
