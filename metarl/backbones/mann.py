@@ -148,8 +148,8 @@ class MANN(SequenceBackbone[MANNState]):
         key_strength: learn β per head (else β = 1, as in the paper).
         compile_step: run ``forward``'s step through ``torch.compile`` when gradients are on
             (training): one step is some forty small operations, which the compiler fuses.
-            The same numbers; the first update pays the compilation (about a minute on
-            CPU, cached on disk after), and it needs a C++ compiler on CPU.
+            The same numbers; the first update pays the compilation (20–50 s on CPU, a few
+            seconds from the disk cache after), and it needs a C++ compiler on CPU.
     """
 
     def __init__(
