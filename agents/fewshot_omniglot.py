@@ -23,6 +23,7 @@ from torch import Tensor
 from metarl.allocator import keep_freed_memory
 from metarl.amp import MixedPrecision, check_amp
 from metarl.backbones import Conv4, parse_block
+from metarl.backbones.conv4 import prefer_channels_last
 from metarl.config import TrainConfig as BaseTrainConfig
 from metarl.config import is_positive_int, require, require_positive_ints
 from metarl.devices import torch_threads, usable_cpus
@@ -117,6 +118,11 @@ class LearnerOptions:
 
     def check_setting(self, ways: int, shots: int) -> None:
         """UsageError when the classifier cannot read ``ways``-way ``shots``-shot episodes."""
+
+    def channels_last(self) -> bool:
+        """Whether the classifier runs channels-last on the CPU (:func:`prefer_channels_last`):
+        faster wherever no second-order gradient flows through Conv4."""
+        return True
 
     def update(self, agent: FewShotAgent) -> Update:
         """The training update: the query loss's gradient on episodes, unless overridden."""
@@ -292,6 +298,9 @@ class MAMLOptions(InnerLoopOptions):
         """Episode by episode on ``train.threads`` threads on the CPU (where the classifier
         loops over episodes: :class:`EpisodeByEpisodeUpdate`), else the batched gradient."""
         return EpisodeByEpisodeUpdate(agent, agent.config.train.threads or usable_cpus())
+
+    def channels_last(self) -> bool:
+        return self.first_order  # second order: 10% slower channels-last on the CPU
 
 
 @dataclasses.dataclass
@@ -747,9 +756,14 @@ class FewShotAgent(TrainedClassifier):
     def __init__(self, config: Config, progress: bool = True) -> None:
         keep_freed_memory()  # training steps page-faulted their activations back in each time
         learner, image_size = config.learner, config.data.image_size
-        super().__init__(
-            config, lambda splits: learner.build(image_size, len(splits.train)), progress
-        )
+
+        def build(splits: Splits) -> torch.nn.Module:
+            model = learner.build(image_size, len(splits.train))
+            if not learner.channels_last():
+                return model
+            return prefer_channels_last(model, config.train.torch_device)
+
+        super().__init__(config, build, progress)
         self.precision = MixedPrecision(config.train.amp, self.device)
         self.update = learner.update(self)
         self.step_unit = learner.step_unit  # the trainer's name for the count of an update

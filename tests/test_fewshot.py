@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import metarl
-from agents.fewshot_omniglot import LEARNERS, Config, MAMLOptions, ProtoNetOptions
+from agents.fewshot_omniglot import (
+    LEARNERS,
+    Config,
+    MAMLOptions,
+    ProtoMAMLOptions,
+    ProtoNetOptions,
+)
 from agents.rl2_agent import build_policy
 from metarl import runs
 from metarl.backbones import SNAIL, Conv4, TCBlockSpec
@@ -239,6 +245,19 @@ def test_a_protonet_run_counts_episodes_and_writes_only_protonet_keys(protonet_r
     assert "total_env_steps" not in rows[-1]
     learner = runs.read_run_config(protonet_run.path)["learner"]
     assert learner == {"kind": "protonet", "channels": 16}
+
+
+def test_cpu_runs_keep_conv4_channels_last_but_second_order_maml(protonet_run):
+    """ProtoNet trained (and saved) its convolutions channels-last; second-order MAML and
+    Proto-MAML keep the plain order, first-order MAML does not."""
+    weights = runs.load_checkpoint(protonet_run.path)["agent"]["model"]
+    convs = [w for w in weights.values() if w.dim() == 4 and w.shape[1] > 1]
+    assert convs
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(w.is_contiguous() for w in convs)
+    assert MAMLOptions(kind="maml", first_order=True).channels_last()
+    assert not MAMLOptions(kind="maml").channels_last()
+    assert not ProtoMAMLOptions(kind="protomaml").channels_last()
 
 
 def test_eval_measures_any_setting_and_keeps_each(protonet_run, capsys):

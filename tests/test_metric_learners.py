@@ -301,6 +301,31 @@ def test_conv4_batch_norm_runs_in_float32_under_autocast():
     assert ours.double()(x.double()).dtype == torch.float64
 
 
+def test_a_channels_last_conv4_equals_the_plain_one():
+    """The same features and weight gradients (in float64: float32 sums in another order
+    differ by ~1e-3 relative after batch norm), and its maps stay channels-last through the
+    blocks, in evaluation (where pooling reorders plain maps) too."""
+    import copy
+
+    from metarl.backbones import Conv4
+    from metarl.backbones.conv4 import prefer_channels_last
+
+    torch.manual_seed(0)
+    plain = Conv4(hidden=8).double()
+    fast = prefer_channels_last(copy.deepcopy(plain), torch.device("cpu"))
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    outputs = [net(x) for net in (plain, fast)]
+    for out in outputs:
+        out.square().sum().backward()
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for ours, reference in zip(fast.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, reference.grad)
+    with torch.no_grad():
+        maps = fast.blocks[:2](x)
+        assert maps.is_contiguous(memory_format=torch.channels_last) and not maps.is_contiguous()
+        torch.testing.assert_close(fast(x), plain(x))
+
+
 def test_conv4_pooling_equals_torch_with_and_without_autograd():
     """Its channels-last evaluation path and its autograd path give torch's values and
     gradients."""
