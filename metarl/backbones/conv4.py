@@ -50,9 +50,9 @@ class MaxPool2x2(nn.MaxPool2d):
         plain = (
             x.device.type != "cpu"
             or x.dim() != 4
-            or x.is_contiguous(memory_format=torch.channels_last)
+            or torch._C._are_functorch_transforms_active()  # first: vmap cannot be asked
             or (torch.is_grad_enabled() and x.requires_grad)
-            or torch._C._are_functorch_transforms_active()
+            or x.is_contiguous(memory_format=torch.channels_last)
         )
         if plain:
             return super().forward(x)
@@ -63,10 +63,10 @@ def prefer_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` with its 4-D weights in channels-last memory order on the CPU (unchanged
     elsewhere), in place: every convolution's output, and so the batch norm, ReLU and
     pooling after it, then runs channels-last, where oneDNN and torch's CPU kernels are
-    fastest. One Conv4 training update took 1.3-1.6x less CPU time so (ProtoNet, Matching
-    and Relation Networks, MetaNet, fine-tuning, first-order MAML, Reptile; README, *Speed*);
-    second-order MAML's batch-norm double backward got slower, so its learner keeps the
-    plain order. The values are the same up to the order of floating-point sums."""
+    fastest. A training update took 1.37-1.48x less CPU time so (ProtoNet, Matching and
+    Relation Networks, fine-tuning, MetaNet, Reptile), SNAIL's 1.24x and first-order MAML's
+    1.12x; second-order MAML's 5% more, so its learner keeps the plain order (README,
+    *Speed*). The values are the same up to the order of floating-point sums."""
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model
