@@ -88,10 +88,14 @@ class RLlibConfig:
 
     Attributes:
         env_runners: RLlib EnvRunner actors (0: sample in the training process).
-        envs_per_runner: environments each runner steps at once (a gymnasium vector env)."""
+        envs_per_runner: environments each runner steps at once (a gymnasium vector env).
+        bootstrap_trial_end: let RLlib bootstrap a value at the end of a trial, as at a
+            time-limit truncation; false (the default) ends the trial as metarl's PPO does,
+            with no value after it (:class:`envs.rllib.RL2Inputs`)."""
 
     env_runners: int = 0
     envs_per_runner: int = 32
+    bootstrap_trial_end: bool = False
 
     def __post_init__(self) -> None:
         require(self.env_runners >= 0, "rllib.env_runners", self.env_runners, "an integer >= 0")
@@ -143,7 +147,14 @@ def ppo_config(config: Config) -> Any:
     trials = max(ppo.train_batch_size // env.horizon, 1)
     return (
         RLlibPPOConfig()
-        .environment(BANDIT, env_config={"num_arms": env.num_arms, "horizon": env.horizon})
+        .environment(
+            BANDIT,
+            env_config={
+                "num_arms": env.num_arms,
+                "horizon": env.horizon,
+                "trial_end_terminates": not config.rllib.bootstrap_trial_end,
+            },
+        )
         .framework("torch")
         .env_runners(
             num_env_runners=config.rllib.env_runners,

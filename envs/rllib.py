@@ -10,6 +10,11 @@ RLlib's new API stack does not feed the previous action and reward to its LSTM b
 stack's model catalog, and the ``PrevActionsPrevRewards`` connector has no episode-end flag
 (the maze's inner episodes need one). :class:`RL2Inputs`, a gymnasium wrapper, adds them to
 the observation instead, so any RLlib model (or none) reads them as part of ``obs``.
+
+RLlib bootstraps the value of the last observation of a *truncated* episode. A trial's end is
+no time limit on a longer task but the end of RL²'s objective (its return sums the trial's
+rewards and nothing after them; metarl's PPO bootstraps nothing there), so by default the
+wrapper reports it as terminated.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class RL2Inputs(gym.Wrapper):
         env: an environment with a ``Box`` observation and ``Discrete`` actions.
         reward_bounds: the lowest and highest reward of one step (bounds of the reward
             entry of the observation space).
+        trial_end_terminates: report the trial's end (the inner environment's truncation)
+            as ``terminated``, so that no value is bootstrapped past it; false keeps it a
+            truncation.
 
     At a reset there is no previous action (all-zero one-hot), reward 0 and flag 0. The flag
     ``d`` is ``info["episode_end"]`` where the environment sets it (the maze's inner episodes;
@@ -42,9 +50,13 @@ class RL2Inputs(gym.Wrapper):
     """
 
     def __init__(
-        self, env: gym.Env, reward_bounds: tuple[float, float] = (-np.inf, np.inf)
+        self,
+        env: gym.Env,
+        reward_bounds: tuple[float, float] = (-np.inf, np.inf),
+        trial_end_terminates: bool = True,
     ) -> None:
         super().__init__(env)
+        self.trial_end_terminates = trial_end_terminates
         obs_space, action_space = env.observation_space, env.action_space
         if not isinstance(obs_space, spaces.Box) or not isinstance(action_space, spaces.Discrete):
             raise ValueError(
@@ -81,21 +93,27 @@ class RL2Inputs(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         done = bool(info.get("episode_end", terminated or truncated))
         self._previous = (int(action), float(reward), done)
+        if self.trial_end_terminates:
+            terminated, truncated = terminated or truncated, False
         return self._inputs(obs), reward, terminated, truncated, info
 
 
 def make_bandit_env(env_config: dict[str, Any]) -> RL2Inputs:
     """``metarl-bandit``: :class:`BernoulliBanditEnv` trials (``env_config``: ``num_arms``,
-    ``horizon``) with RL² inputs."""
-    return RL2Inputs(BernoulliBanditEnv(**env_config), reward_bounds=(0.0, 1.0))
+    ``horizon``, optionally ``trial_end_terminates``) with RL² inputs."""
+    config = dict(env_config)
+    terminates = config.pop("trial_end_terminates", True)
+    return RL2Inputs(BernoulliBanditEnv(**config), (0.0, 1.0), terminates)
 
 
 def make_maze_env(env_config: dict[str, Any]) -> RL2Inputs:
     """``metarl-maze``: :class:`MazeEnv` trials (``env_config``: ``size``,
-    ``episodes_per_trial``, ``max_episode_steps``, ``step_penalty``, ``view_radius``) with
-    RL² inputs."""
+    ``episodes_per_trial``, ``max_episode_steps``, ``step_penalty``, ``view_radius``,
+    optionally ``trial_end_terminates``) with RL² inputs."""
+    config = dict(env_config)
+    terminates = config.pop("trial_end_terminates", True)
     # a step earns 1 - step_penalty or -step_penalty, with step_penalty in [0, 1)
-    return RL2Inputs(MazeEnv(**env_config), reward_bounds=(-1.0, 1.0))
+    return RL2Inputs(MazeEnv(**config), (-1.0, 1.0), terminates)
 
 
 def register_envs() -> None:

@@ -74,6 +74,25 @@ def test_maze_observations_are_rl2_inputs_with_the_inner_episode_end():
     assert max(ends[:3]) == 1  # the first inner episode ends within its cap of 3 steps
 
 
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_a_trial_ends_terminated_unless_the_recipe_bootstraps_past_it(bootstrap):
+    """RLlib bootstraps a value only at a truncation: by default the trial's last pull
+    terminates it, as metarl's PPO ends a trial."""
+    from agents.rllib_rl2 import ppo_config
+
+    env_config = ppo_config(config(**{"rllib.bootstrap_trial_end": bootstrap})).env_config
+    env = make_bandit_env(env_config)
+    env.reset(seed=0)
+    ends = [tuple(env.step(0)[2:4]) for _ in range(5)]  # (terminated, truncated)
+    assert ends[:4] == [(False, False)] * 4
+    assert ends[4] == ((False, True) if bootstrap else (True, False))
+    maze = make_maze_env({"size": 3, "episodes_per_trial": 1, "max_episode_steps": 2})
+    maze.reset(seed=0)
+    while not any(end := tuple(maze.step(0)[2:4])):
+        pass
+    assert end == (True, False)
+
+
 def test_evaluation_feeds_the_module_what_the_training_env_observes():
     from agents.rllib_rl2 import RLModuleBanditPolicy
 
