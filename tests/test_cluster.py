@@ -54,8 +54,8 @@ def wait_for_nodes(
         if status.returncode == 0 and status.stdout.count(" node_") >= count:
             return
         time.sleep(2)
-    logs = "".join(f"\n--- {log.name}:\n{log.read_text()[-3000:]}" for log in logs)
-    raise AssertionError(f"the cluster at {address} did not reach {count} nodes{logs}")
+    tails = "".join(f"\n--- {p.name}:\n{p.read_text()[-3000:]}" for p in logs if p.is_file())
+    raise AssertionError(f"the cluster at {address} did not reach {count} nodes{tails}")
 
 
 def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
