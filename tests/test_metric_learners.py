@@ -326,6 +326,41 @@ def test_a_channels_last_conv4_equals_the_plain_one():
         torch.testing.assert_close(fast(x), plain(x))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv4_statistics_per_group_equal_a_pass_per_group(channels_last: bool) -> None:
+    """Three runs of four images in one pass give each run's own training-mode pass (batch
+    norm over those four only), in both memory orders; outside the block, one batch again."""
+    from metarl.backbones.conv4 import prefer_channels_last, statistics_per_group
+
+    torch.manual_seed(0)
+    net = Conv4(hidden=8).double()
+    with torch.no_grad():  # non-trivial affine parameters
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
+    if channels_last:
+        prefer_channels_last(net, torch.device("cpu"))
+    x = torch.rand(12, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        separate = torch.cat([net(run) for run in x.split(4)])
+        with statistics_per_group(net, 4):
+            grouped = net(x)
+        whole = net(x)
+    torch.testing.assert_close(grouped, separate)
+    assert not torch.allclose(whole, separate)
+
+
+def test_conv4_statistics_per_group_reject_a_partial_group() -> None:
+    from metarl.backbones.conv4 import statistics_per_group
+
+    net = Conv4(hidden=4)
+    with pytest.raises(ValueError, match="positive integer, got 0"), statistics_per_group(net, 0):
+        pass
+    with statistics_per_group(net, 4), pytest.raises(ValueError, match="got 6 images"):
+        net(torch.rand(6, 1, 28, 28))
+    assert net(torch.rand(6, 1, 28, 28)).shape == (6, 4)  # the groups ended with the block
+
+
 def test_conv4_pooling_equals_torch_with_and_without_autograd():
     """Its channels-last evaluation path and its autograd path give torch's values and
     gradients."""

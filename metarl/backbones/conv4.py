@@ -13,7 +13,9 @@ With four pooled blocks of 64 channels a 28x28 Omniglot image becomes 64 feature
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,12 +29,54 @@ class Float32BatchNorm2d(nn.BatchNorm2d):
     """Batch norm computed in float32 under mixed precision (``train.amp``) too: under
     ``vmap`` with fp16 autocast, CUDA's batch norm receives half-precision weights and
     refuses them (MAML's task-batched path); its statistics are also more accurate so. The
-    same parameters and state-dict keys as :class:`torch.nn.BatchNorm2d`."""
+    same parameters and state-dict keys as :class:`torch.nn.BatchNorm2d`.
+
+    Inside :func:`statistics_per_group` it normalises each run of ``group`` consecutive
+    images by that run's own batch statistics."""
+
+    group: int | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
             dtype = torch.float32 if self.weight is None else self.weight.dtype
-            return super().forward(x.to(dtype))
+            if self.group is None:
+                return super().forward(x.to(dtype))
+            return _batch_norm_per_group(self, x.to(dtype), self.group)
+
+
+def _batch_norm_per_group(norm: nn.BatchNorm2d, x: Tensor, group: int) -> Tensor:
+    """``norm`` in training mode on images x (G·group, C, H, W), with the batch statistics
+    (mean, biased variance) of each run of ``group`` images, and no running statistics."""
+    images, channels = x.shape[:2]
+    if images % group:
+        raise ValueError(f"batch norm per group of {group}: got {images} images, not a multiple")
+    runs = x.view(images // group, group, *x.shape[1:])
+    var, mean = torch.var_mean(runs, dim=(1, 3, 4), correction=0, keepdim=True)
+    scale = (var + norm.eps).rsqrt()
+    shape = (1, 1, channels, 1, 1)
+    if norm.weight is not None:
+        scale = scale * norm.weight.view(shape)
+    shift = -mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.view(shape)
+    return torch.addcmul(shift, runs, scale).view(x.shape)
+
+
+@contextlib.contextmanager
+def statistics_per_group(model: nn.Module, group: int) -> Iterator[None]:
+    """Within the block, every :class:`Float32BatchNorm2d` of ``model`` normalises each run
+    of ``group`` consecutive images of its batch by the run's own statistics: one pass
+    computes what a pass per run would, e.g. each query beside the support images in
+    Reptile's non-transductive test."""
+    require_positive("statistics_per_group", "group", group)
+    norms = [m for m in model.modules() if isinstance(m, Float32BatchNorm2d)]
+    for norm in norms:
+        norm.group = group
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.group = None
 
 
 class MaxPool2x2(nn.MaxPool2d):
