@@ -114,7 +114,7 @@ class ReptileClassifier(MAMLClassifier):
         if self.transductive:
             return functional_call(self.net, params, (query_x,))[:, :ways]
         # each query with the support images, so batch norm sees no other query: one pass
-        # over the M runs (support, query) with statistics per run: 1.8x faster than a
+        # over the M runs (support, query) with statistics per run: 1.7x faster than a
         # vmap over the runs (one thread, 5-way 1-shot, 15 queries per class)
         runs = torch.cat([support_x.expand(len(query_x), *support_x.shape), query_x[:, None]], 1)
         with statistics_per_group(self.net, runs.shape[1]):
