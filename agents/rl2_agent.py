@@ -136,7 +136,7 @@ class RL2Agent:
         for key in ("mask", "dones", "rewards"):
             tensors[key] = tensors[key].float()
         generator = torch.Generator().manual_seed(seeds[0])
-        stats = self.learner.update(tensors, generator)
+        stats = self.learner.update(tensors, generator, iteration)
         return {
             "mean_return": float(batch["returns"].mean()),
             "env_steps": float(batch["mask"].sum()),

@@ -75,6 +75,12 @@ class PPOConfig(MetarlPPOConfig):
             "true (RLlib always standardises advantages)",
         )
         require(
+            self.entropy_final is None,
+            "ppo.entropy_final",
+            self.entropy_final,
+            "null: the RLlib baseline keeps a constant entropy bonus",
+        )
+        require(
             not self.normalize_returns,
             "ppo.normalize_returns",
             self.normalize_returns,

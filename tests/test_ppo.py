@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from metarl.errors import ConfigError
 from metarl.learners.ppo import clipped_surrogate, gae, masked_mean
 
 
@@ -191,3 +192,67 @@ def test_ppo_on_gaussian_actions_moves_the_mean_towards_rewarded_actions():
         learner.update(batch, generator)
     assert policy(inputs)[0].mean[:, 0, 0].mean().item() > start + 0.5
     assert torch.isfinite(policy.log_std).all()
+
+
+def test_the_entropy_bonus_anneals_linearly_then_stays():
+    from metarl.learners.rl2 import PPOConfig
+
+    annealed = PPOConfig(entropy_coef=0.05, entropy_final=0.01, entropy_anneal_updates=4)
+    weights = [annealed.entropy_weight(update) for update in (0, 1, 2, 4, 10)]
+    assert weights == pytest.approx([0.05, 0.04, 0.03, 0.01, 0.01])
+    assert PPOConfig(entropy_coef=0.05).entropy_weight(1000) == 0.05
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"entropy_final": -0.1}, "ppo.entropy_final"),
+        ({"entropy_final": 0.01, "entropy_anneal_updates": 0}, "ppo.entropy_anneal_updates"),
+        ({"entropy_coef": -1.0}, "ppo.entropy_coef"),
+    ],
+)
+def test_bad_entropy_settings_are_rejected(settings, message):
+    from metarl.learners.rl2 import PPOConfig
+
+    with pytest.raises(ConfigError, match=message):
+        PPOConfig(**settings)
+
+
+def test_an_update_uses_the_bonus_of_its_iteration():
+    """Rewards -a² favour a narrower Gaussian, the entropy bonus a wider one. Annealed from
+    0 to 10 over 2 updates, update 1 weighs the entropy 5: the same step as a constant 5,
+    which widens the policy, where a constant 0 (the schedule's start) narrows it."""
+    import copy
+
+    from metarl.learners.rl2 import RL2, PPOConfig
+    from metarl.policies import draw_actions
+
+    policy = _gaussian_policy()
+    inputs = torch.zeros(64, 1, 5)
+    with torch.no_grad():
+        dist, values = policy(inputs)
+        actions = draw_actions(dist, torch.Generator().manual_seed(0))
+    batch = {
+        "inputs": inputs,
+        "actions": actions,
+        "logp": dist.log_prob(actions),
+        "values": values,
+        "rewards": -actions.square().sum(-1),
+        "dones": torch.ones(64, 1),
+        "mask": torch.ones(64, 1),
+    }
+    settings = {"lr": 0.01, "epochs": 1, "minibatches": 1}
+    configs = {
+        "annealed": PPOConfig(
+            entropy_coef=0.0, entropy_final=10.0, entropy_anneal_updates=2, **settings
+        ),
+        "constant": PPOConfig(entropy_coef=5.0, **settings),
+        "start": PPOConfig(entropy_coef=0.0, **settings),
+    }
+    moved = {}
+    for name, config in configs.items():
+        copied = copy.deepcopy(policy)
+        RL2(copied, config).update(batch, torch.Generator().manual_seed(0), iteration=1)
+        moved[name] = (copied.log_std - policy.log_std).detach()
+    torch.testing.assert_close(moved["annealed"], moved["constant"])
+    assert (moved["annealed"] > 0).all() and (moved["start"] < 0).all()

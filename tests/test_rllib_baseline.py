@@ -163,6 +163,7 @@ def test_state_dict_round_trips_into_a_fresh_agent():
     [
         ("ppo.train_batch_size", 4, "ppo.train_batch_size"),
         ("ppo.normalize_advantages", False, "ppo.normalize_advantages"),
+        ("ppo.entropy_final", 0.001, "constant entropy bonus"),
         ("ppo.lr", 0, "ppo.lr"),
         ("model.tokenizer_hiddens", [], "model.tokenizer_hiddens"),
         ("model.lstm_cell_size", 0, "model.lstm_cell_size"),

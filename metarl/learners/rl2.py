@@ -31,7 +31,11 @@ class PPOConfig:
         gamma: discount within a trial.
         gae_lambda: GAE's lambda.
         value_coef: weight of the value loss.
-        entropy_coef: weight of the entropy bonus.
+        entropy_coef: weight of the entropy bonus (at the first update, when annealed).
+        entropy_final: if set, the bonus falls linearly from ``entropy_coef`` to this weight
+            over the first ``entropy_anneal_updates`` updates and stays there: a large bonus
+            keeps an early policy exploring, a small one lets the trained policy commit.
+        entropy_anneal_updates: updates over which the bonus anneals.
         max_grad_norm: gradient-norm clip.
         normalize_advantages: standardise advantages per minibatch.
         normalize_returns: divide rewards, for the learner only, by the running standard
@@ -47,6 +51,8 @@ class PPOConfig:
     gae_lambda: float = 0.95
     value_coef: float = 0.5
     entropy_coef: float = 0.01
+    entropy_final: float | None = None
+    entropy_anneal_updates: int = 1
     max_grad_norm: float = 0.5
     normalize_advantages: bool = True
     normalize_returns: bool = False
@@ -58,6 +64,21 @@ class PPOConfig:
         require(0 < self.gamma <= 1, "ppo.gamma", self.gamma, "a number in (0, 1]")
         require(0 <= self.gae_lambda <= 1, "ppo.gae_lambda", self.gae_lambda, "a number in [0, 1]")
         require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "> 0")
+        require(self.entropy_coef >= 0, "ppo.entropy_coef", self.entropy_coef, "a number >= 0")
+        require(
+            self.entropy_final is None or self.entropy_final >= 0,
+            "ppo.entropy_final",
+            self.entropy_final,
+            "null or a number >= 0",
+        )
+        require_positive_ints(self, "ppo", ("entropy_anneal_updates",))
+
+    def entropy_weight(self, update: int) -> float:
+        """The entropy bonus's weight at the 0-based ``update``."""
+        if self.entropy_final is None:
+            return self.entropy_coef
+        done = min(update / self.entropy_anneal_updates, 1.0)
+        return self.entropy_coef + done * (self.entropy_final - self.entropy_coef)
 
 
 class RL2:
@@ -96,11 +117,15 @@ class RL2:
         if self.returns is not None and "returns" in state:
             vars(self.returns).update(state["returns"])
 
-    def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
-        """One PPO update on a batch with keys inputs (B,T,D), actions (B,T) or (B,T,A),
-        logp, values, rewards, dones, mask (B,T), on the policy's device. ``generator`` shuffles the
-        minibatches (a CPU generator shuffles batches on any device alike)."""
+    def update(
+        self, batch: dict[str, Tensor], generator: torch.Generator, iteration: int = 0
+    ) -> dict[str, float]:
+        """PPO update number ``iteration`` (0-based; it sets an annealed entropy bonus) on
+        a batch with keys inputs (B,T,D), actions (B,T) or (B,T,A), logp, values, rewards,
+        dones, mask (B,T), on the policy's device. ``generator`` shuffles the minibatches (a
+        CPU generator shuffles batches on any device alike)."""
         cfg = self.config
+        entropy_weight = cfg.entropy_weight(iteration)
         mask = batch["mask"]
         rewards = self.scaled_rewards(batch["rewards"], batch["dones"], mask)
         advantages, returns = gae(
@@ -132,7 +157,7 @@ class RL2:
                 )
                 value_loss = 0.5 * masked_mean((values - returns[idx]) ** 2, m)
                 entropy = masked_mean(dist.entropy(), m)
-                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                loss = policy_loss + cfg.value_coef * value_loss - entropy_weight * entropy
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
