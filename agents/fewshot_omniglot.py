@@ -10,6 +10,7 @@ ordinary classifier over all of them instead, and fits a new head on each test e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from collections.abc import Callable
@@ -494,12 +495,16 @@ class EvalConfig(FewShotEvalConfig):
             of the model with one torch thread (0: one per CPU of this process on the CPU,
             one on an accelerator). Results do not depend on it; validation during
             training keeps to the run's threads.
+        inner_steps: inner steps at test time for MAML, first-order MAML and Proto-MAML
+            (null: as trained); the trained step sizes, the last repeated. Finn et al. test
+            Omniglot with 3.
     """
 
     shots: int = 1
     queries: int = 15
     transductive: bool = True
     workers: int = 0
+    inner_steps: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -509,6 +514,12 @@ class EvalConfig(FewShotEvalConfig):
             "eval.workers",
             self.workers,
             "an integer >= 0",
+        )
+        require(
+            self.inner_steps is None or is_positive_int(self.inner_steps),
+            "eval.inner_steps",
+            self.inner_steps,
+            "null or an integer >= 1",
         )
 
 
@@ -822,8 +833,19 @@ class FewShotAgent(TrainedClassifier):
         self.config.learner.check_setting(ev.ways, ev.shots)
         if isinstance(self.model, ReptileClassifier):
             self.model.transductive = ev.transductive
+        steps = contextlib.nullcontext()
+        if ev.inner_steps is not None:
+            model = self.model
+            require(
+                isinstance(model, MAMLClassifier) and not isinstance(model, ReptileClassifier),
+                "eval.inner_steps",
+                ev.inner_steps,
+                "null: only MAML, first-order MAML and Proto-MAML take it "
+                "(Reptile tests with learner.test_steps)",
+            )
+            steps = model.maml.steps_at_test(ev.inner_steps)
         workers = ev.workers or (usable_cpus() if self.device.type == "cpu" else 1)
-        with torch_threads(1 if workers > 1 else 0):
+        with torch_threads(1 if workers > 1 else 0), steps:
             return evaluate_classifier(
                 self.model,
                 self.images["test"],

@@ -275,6 +275,31 @@ def test_eval_measures_any_setting_and_keeps_each(protonet_run, capsys):
     assert {"eval.json", "eval-20w2s.json", "eval-5w1s.json", "eval.png"} <= saved
 
 
+def test_eval_inner_steps_extend_maml_s_test_curve(omniglot_data, tmp_path):
+    """Trained with 1 inner step, tested with 3 (Finn et al.'s Omniglot protocol): the
+    curve reads 0..3 steps and its last point is the reported accuracy."""
+    overrides = {**SMALL, "learner.kind": "maml", "episodes.meta_batch": 2}
+    overrides |= {"train.iterations": 2, "eval.val_every": 2, "data.dir": str(omniglot_data)}
+    run = metarl.train(
+        "protonet-omniglot", out=tmp_path / "maml", overrides=overrides, progress=False
+    )
+    report = metarl.evaluate(run.path, episodes=4, overrides=["eval.inner_steps=3"])
+    assert report["curve"]["x"] == [0, 1, 2, 3]
+    assert report["value"] == pytest.approx(report["curve"]["agent"][-1])
+    assert metarl.evaluate(run.path, episodes=4)["curve"]["x"] == [0, 1]
+
+
+def test_eval_inner_steps_are_refused_for_learners_without_inner_steps(protonet_run, capsys):
+    from metarl.cli import main
+
+    before = {f.name: f.read_bytes() for f in protonet_run.path.iterdir() if f.is_file()}
+    assert main(["eval", str(protonet_run.path), "--set", "eval.inner_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "eval.inner_steps" in err and "only MAML" in err
+    after = {f.name: f.read_bytes() for f in protonet_run.path.iterdir() if f.is_file()}
+    assert after == before
+
+
 def test_eval_rejects_more_ways_than_test_classes(protonet_run, capsys):
     from metarl.cli import main
 

@@ -190,6 +190,21 @@ def test_accuracy_after_each_inner_step_is_the_few_shot_adaptation_curve():
     assert no_curve["value"] == pytest.approx(report["value"])
 
 
+def test_more_steps_at_test_repeat_the_last_trained_rate_and_end_with_the_block():
+    maml = MAML(nn.Linear(2, 1), inner_lr=[0.5, 0.3], steps=2)
+    with maml.steps_at_test(4):
+        assert maml.rates == [0.5, 0.3, 0.3, 0.3]
+    with maml.steps_at_test(1):
+        assert maml.rates == [0.5]
+    assert maml.rates == [0.5, 0.3]
+    with (
+        pytest.raises(ValueError, match="steps must be a positive integer, got 0"),
+        maml.steps_at_test(0),
+    ):
+        pass
+    assert maml.rates == [0.5, 0.3]
+
+
 def meta_batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     support_x = torch.rand(3, 6, 1, 28, 28, generator=g).double()

@@ -15,8 +15,9 @@ same code adapts on a support set's cross-entropy or on a policy-gradient surrog
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -101,6 +102,18 @@ class MAML(nn.Module):
         self.model = model
         self.rates = _check_rates("MAML", inner_lr, steps)
         self.first_order = first_order
+
+    @contextlib.contextmanager
+    def steps_at_test(self, steps: int) -> Iterator[None]:
+        """Within the block :meth:`adapt` takes ``steps`` inner steps: the trained rates,
+        the last one repeated (Finn et al. train Omniglot with 1 step and test with 3)."""
+        require_positive("MAML.steps_at_test", "steps", steps)
+        trained = self.rates
+        self.rates = (trained + [trained[-1]] * steps)[:steps]
+        try:
+            yield
+        finally:
+            self.rates = trained
 
     def forward(self, params: Mapping[str, Tensor], *args: Tensor) -> Tensor:
         """The model's output on ``args`` with ``params`` in place of its own."""
