@@ -264,7 +264,9 @@ class InnerLoopOptions(LearnerOptions):
         super().__post_init__()
         require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
 
-    def classifier(self, image_size: int, first_order: bool) -> MAMLClassifier:
+    def classifier(
+        self, image_size: int, first_order: bool, zero_head: bool = False
+    ) -> MAMLClassifier:
         """The Conv4 and linear head, adapted by these inner steps."""
         encoder = Conv4(hidden=self.channels)
         return MAMLClassifier(
@@ -275,6 +277,7 @@ class InnerLoopOptions(LearnerOptions):
             self.inner_steps,
             first_order,
             proto_head=self.proto_head,
+            zero_head=zero_head,
         )
 
     def check_setting(self, ways: int, shots: int) -> None:
@@ -287,13 +290,25 @@ class MAMLOptions(InnerLoopOptions):
     """MAML (Finn et al. 2017).
 
     Attributes:
-        first_order: drop the second-order terms (first-order MAML)."""
+        first_order: drop the second-order terms (first-order MAML).
+        zero_head: start every episode's head at zero instead of a learned one (Kao et al.
+            2022's zeroing trick; the learned head's weights stay unused)."""
 
     kind: str = "maml"
     first_order: bool = False
+    zero_head: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            not (self.zero_head and self.proto_head),
+            "learner.zero_head",
+            self.zero_head,
+            "false for Proto-MAML, whose head starts from the prototypes",
+        )
 
     def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
-        return self.classifier(image_size, self.first_order)
+        return self.classifier(image_size, self.first_order, self.zero_head)
 
     def update(self, agent: FewShotAgent) -> Update:
         """Episode by episode on ``train.threads`` threads on the CPU (where the classifier

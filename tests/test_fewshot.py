@@ -162,6 +162,10 @@ def test_a_protonet_config_lists_only_protonet_keys():
         ({"kind": "protomaml", "outer_lr": 1.0}, "'learner.outer_lr' is not an option"),
         ({"kind": "protonett"}, "config key 'learner.kind': got 'protonett', expected protonet"),
         ({"kind": "maml", "inner_lr": 0}, "'learner.inner_lr': got 0.0, expected a positive"),
+        (
+            {"kind": "protomaml", "zero_head": True},
+            "'learner.zero_head': got True, expected false for Proto-MAML",
+        ),
         ({"kind": "snail", "max_shots": 0}, "'learner.max_shots': got 0, expected an integer"),
         (
             {"kind": "matchingnet", "fce": "yes"},

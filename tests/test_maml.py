@@ -213,10 +213,11 @@ def meta_batch(seed=0):
 
 
 @pytest.mark.parametrize(
-    ("first_order", "proto_head"), [(False, False), (True, False), (False, True)]
+    ("first_order", "proto_head", "zero_head"),
+    [(False, False, False), (True, False, False), (False, True, False), (False, False, True)],
 )
 def test_task_batched_and_per_episode_inner_loops_give_equal_logits_and_meta_gradients(
-    first_order, proto_head
+    first_order, proto_head, zero_head
 ):
     torch.manual_seed(0)
     model = MAMLClassifier(
@@ -227,6 +228,7 @@ def test_task_batched_and_per_episode_inner_loops_give_equal_logits_and_meta_gra
         steps=2,
         first_order=first_order,
         proto_head=proto_head,
+        zero_head=zero_head,
     ).double()
     support_x, support_y, query_x = meta_batch()
     results = []
@@ -242,6 +244,37 @@ def test_task_batched_and_per_episode_inner_loops_give_equal_logits_and_meta_gra
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     for a, b in zip(curve, loop_curve, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_zero_head_is_written_by_the_first_inner_step_from_the_support_embeddings(first_order):
+    torch.manual_seed(0)
+    model = MAMLClassifier(
+        Conv4(hidden=4), 4, max_ways=5, inner_lr=0.5, first_order=first_order, zero_head=True
+    ).double()
+    support_x, support_y, query_x = meta_batch()
+    xs, ys = support_x[0], support_y[0]  # 3 ways, 2 shots
+    start = model.initial_params(xs, ys, 3)
+    assert not start["1.weight"].any() and not start["1.bias"].any()
+    phi = model.maml.adapt(lambda p: F.cross_entropy(model.maml(p, xs), ys), start)
+    # at zero logits p = 1/N, so the step is α/|S| Σ_i (y_ik − 1/N) e_i; the encoder's
+    # gradient is zero (the logits do not depend on it)
+    embeddings = model.net[0](xs)
+    targets = F.one_hot(ys, 3).double() - 1 / 3
+    torch.testing.assert_close(phi["1.weight"], 0.5 / 6 * targets.T @ embeddings)
+    torch.testing.assert_close(phi["1.bias"], torch.zeros(3).double())
+    for name, value in model.net[0].named_parameters():
+        torch.testing.assert_close(phi[f"0.{name}"], value)
+    logits = model(support_x, support_y, query_x, 3)
+    grads = torch.autograd.grad(logits.sum(), list(model.parameters()), allow_unused=True)
+    named = dict(zip((n for n, _ in model.named_parameters()), grads, strict=True))
+    assert named["net.1.weight"] is None and named["net.1.bias"] is None  # the learned head
+    assert all(named[n] is not None for n in named if n.startswith("net.0."))
+
+
+def test_a_head_from_prototypes_and_from_zero_are_refused_together():
+    with pytest.raises(ValueError, match="prototypes or from zero, not both"):
+        MAMLClassifier(Conv4(hidden=4), 4, max_ways=5, proto_head=True, zero_head=True)
 
 
 def test_task_batching_runs_any_network_as_the_loop_does():

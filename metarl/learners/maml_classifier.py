@@ -5,7 +5,10 @@ gradient steps on the support set's cross-entropy (:class:`metarl.learners.maml.
 the query logits come from the adapted parameters, so the training loss on them carries
 the meta-gradient. The head has ``max_ways`` outputs of which an N-way episode uses the
 first N; Proto-MAML instead sets the head of every episode from the support prototypes
-(Triantafillou et al. 2020), which fits any N.
+(Triantafillou et al. 2020), which fits any N. With ``zero_head`` every episode's head
+starts at zero (Kao et al. 2022's zeroing trick): no initial head to unlearn, so the first
+inner step writes each class's weights from its support embeddings alone,
+α/|S| · Σ_i (y_ik − 1/N) e_i.
 
 Batch norm always normalises with the statistics of the batch at hand, at test time too,
 as in Finn et al.'s code: running averages over episodes would mix tasks the inner loop
@@ -53,6 +56,7 @@ class MAMLClassifier(EpisodicClassifier):
         steps: inner gradient steps.
         first_order: first-order MAML.
         proto_head: Proto-MAML: initialise each episode's head from its prototypes.
+        zero_head: start each episode's head at zero (the learned head is unused).
         batched: adapt the meta-batch task-batched (True) or episode by episode (False);
             ``"auto"``: task-batched on accelerators, episode by episode on CPU, where task
             batching was no faster than the loop at 1 query per class, slower at 15, and took
@@ -69,14 +73,19 @@ class MAMLClassifier(EpisodicClassifier):
         first_order: bool = False,
         proto_head: bool = False,
         batched: bool | Literal["auto"] = "auto",
+        zero_head: bool = False,
     ) -> None:
         super().__init__()
         require_positive("MAMLClassifier", "max_ways", max_ways)
+        if proto_head and zero_head:
+            raise ValueError(
+                "MAMLClassifier: the head starts from prototypes or from zero, not both"
+            )
         if batched not in (True, False, "auto"):
             raise ValueError(
                 f"MAMLClassifier: batched must be True, False or 'auto', got {batched!r}"
             )
-        self.max_ways, self.proto_head = max_ways, proto_head
+        self.max_ways, self.proto_head, self.zero_head = max_ways, proto_head, zero_head
         for module in encoder.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.track_running_stats = False
@@ -113,14 +122,17 @@ class MAMLClassifier(EpisodicClassifier):
         return self._cut_head(params, ways)
 
     def _cut_head(self, params: Params, ways: int) -> Params:
-        """``params`` with the learned head's first ``ways`` outputs."""
+        """``params`` with the learned head's first ``ways`` outputs, or zeros of that shape
+        with ``zero_head``."""
         if ways > self.max_ways:
             raise ValueError(f"this MAML classifier has {self.max_ways} outputs, got {ways} ways")
-        return {
-            **params,
+        head = {
             "1.weight": params["1.weight"][..., :ways, :],
             "1.bias": params["1.bias"][..., :ways],
         }
+        if self.zero_head:
+            head = {k: torch.zeros_like(v) for k, v in head.items()}
+        return {**params, **head}
 
     def _batched_loss(self, support_x: Tensor, support_y: Tensor) -> LossFn:
         """The task-batched inner loss: the sum over episodes of each one's mean support
@@ -176,7 +188,7 @@ class MAMLClassifier(EpisodicClassifier):
             for total, grad in zip(
                 grads, torch.autograd.grad(loss, params, allow_unused=True), strict=True
             ):
-                if grad is not None:  # Proto-MAML's learned head is unused
+                if grad is not None:  # a head set per episode (prototypes, zeros) is unused
                     total += grad
             losses.append(loss.detach())
             logits.append(episode_logits.detach())
