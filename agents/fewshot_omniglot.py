@@ -668,30 +668,37 @@ class ReptileUpdate(EpisodeUpdate):
         self.outer_lr, self.schedule = options.outer_lr, agent.schedule
         self.initial_lr = agent.config.optim.lr
 
-    def adapt(self, x: Tensor, y: Tensor, ways: int, rng: np.random.Generator) -> Params:
-        """φ of one task from its images ``x`` and labels ``y``."""
+    def adapt(
+        self, x: Tensor, y: Tensor, ways: int, rng: np.random.Generator
+    ) -> tuple[Params, Tensor]:
+        """φ of one task from its images ``x`` and labels ``y``, and the task's (loss,
+        accuracy): with Adam over its inner minibatches as each is met (no extra pass, a
+        fifth of the update's cost before), with SGD on all the images after adaptation."""
         model = self.model
         if isinstance(model, ReptileClassifier):
-            return model.adapt(x, y, ways, model.steps, model.batch, rng)[0]
+            fit: list[Tensor] = []
+            phi = model.adapt(x, y, ways, model.steps, model.batch, rng, fit=fit)[0]
+            return phi, torch.stack(fit).mean(0)
         forward = model.maml
-        return self.reptile.adapt(lambda p: F.cross_entropy(forward(p, x)[:, :ways], y))
+        phi = self.reptile.adapt(lambda p: F.cross_entropy(forward(p, x)[:, :ways], y))
+        with torch.no_grad():
+            logits = forward(phi, x)[:, :ways]
+            hits = (logits.argmax(-1) == y).float().mean()
+            return phi, torch.stack([F.cross_entropy(logits, y), hits])
 
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
         batch = self.sample(rng)
         x = torch.cat([batch.support_x, batch.query_x], 1)
         y = torch.cat([batch.support_y, batch.query_y], 1)
-        forward, ways = self.model.maml, batch.ways
-        adapted, losses, hits = [], [], []
+        adapted, fits = [], []
         for xi, yi in zip(x, y, strict=True):
-            phi = self.adapt(xi, yi, ways, rng)
+            phi, fit = self.adapt(xi, yi, batch.ways, rng)
             adapted.append(phi)
-            with torch.no_grad():
-                logits = forward(phi, xi)[:, :ways]
-                losses.append(F.cross_entropy(logits, yi))
-                hits.append((logits.argmax(-1) == yi).float().mean())
+            fits.append(fit)
+        loss, accuracy = torch.stack(fits).mean(0).tolist()
         self.reptile.outer_lr = self.outer_lr * (self.schedule.get_last_lr()[0] / self.initial_lr)
         self.reptile.update(adapted)
-        return torch.stack(losses).mean().item(), float(torch.stack(hits).mean()), len(x)
+        return loss, accuracy, len(x)
 
 
 class PretrainUpdate:

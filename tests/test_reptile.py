@@ -37,6 +37,24 @@ def test_the_first_inner_step_moves_each_weight_by_the_learning_rate():
     torch.testing.assert_close(moved, torch.full_like(moved, 0.01), rtol=1e-3, atol=0)
 
 
+def test_fit_records_each_iterations_loss_and_accuracy_before_its_step():
+    """The training log's fit comes from the inner loop's own passes: iteration i's entry is
+    the loss and accuracy of the weights before step i, here on all five images."""
+    model = classifier()
+    support_x, support_y, _ = episode()
+    x, y = support_x[0], support_y[0]
+    fit: list[torch.Tensor] = []
+    states = model.adapt(x, y, 5, 2, None, np.random.default_rng(0), each_step=True, fit=fit)
+    assert len(fit) == 2
+    for recorded, params in zip(fit, states[:2], strict=True):
+        with torch.no_grad():
+            logits = torch.func.functional_call(model.net, params, (x,))[:, :5]
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        accuracy = (logits.argmax(-1) == y).float().mean()
+        torch.testing.assert_close(recorded, torch.stack([loss, accuracy]))
+    assert fit[1][0] < fit[0][0]  # the first step lowered the loss
+
+
 def test_training_keeps_the_adam_state_and_testing_leaves_it():
     model = classifier()
     support_x, support_y, query_x = episode()

