@@ -683,8 +683,7 @@ class ReptileUpdate(EpisodeUpdate):
         phi = self.reptile.adapt(lambda p: F.cross_entropy(forward(p, x)[:, :ways], y))
         with torch.no_grad():
             logits = forward(phi, x)[:, :ways]
-            hits = (logits.argmax(-1) == y).float().mean()
-            return phi, torch.stack([F.cross_entropy(logits, y), hits])
+            return phi, torch.stack([F.cross_entropy(logits, y), episode_accuracy(logits, y)])
 
     def __call__(self, rng: np.random.Generator) -> tuple[float, float, int]:
         batch = self.sample(rng)
@@ -720,7 +719,7 @@ class PretrainUpdate:
         logits = self.model.pretrain_logits(x)
         loss = F.cross_entropy(logits, y)
         self.backward(loss)
-        return loss.item(), float((logits.argmax(-1) == y).float().mean()), size
+        return loss.item(), float(episode_accuracy(logits, y)), size
 
 
 class TrainedClassifier:
