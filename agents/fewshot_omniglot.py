@@ -24,7 +24,7 @@ from torch import Tensor
 from metarl.allocator import keep_freed_memory
 from metarl.amp import MixedPrecision, check_amp
 from metarl.backbones import Conv4, parse_block
-from metarl.backbones.conv4 import prefer_channels_last
+from metarl.backbones.conv4 import DOWNSAMPLING, prefer_channels_last
 from metarl.config import TrainConfig as BaseTrainConfig
 from metarl.config import is_positive_int, require, require_positive_ints
 from metarl.devices import torch_threads, usable_cpus
@@ -44,7 +44,7 @@ from metarl.learners.matchingnet import MatchingNet
 from metarl.learners.metanet import MetaNet
 from metarl.learners.protonet import ProtoNet
 from metarl.learners.relationnet import RelationNet
-from metarl.learners.reptile_classifier import ReptileClassifier
+from metarl.learners.reptile_classifier import ReptileClassifier, TaskThreads
 from metarl.learners.snail_classifier import SNAILClassifier
 
 
@@ -252,23 +252,37 @@ class InnerLoopOptions(LearnerOptions):
 
     Attributes:
         max_ways: outputs of the learned head.
-        inner_lr, inner_steps: the inner step size and number of steps."""
+        inner_lr, inner_steps: the inner step size and number of steps.
+        downsample: how each Conv4 block halves its maps: ``pool`` (2x2 max-pooling, as
+            the other learners) or ``stride`` (a strided convolution, as Finn et al. 2017
+            and Nichol et al. 2018 ran Omniglot)."""
 
     max_ways: int = 5
     inner_lr: float = 0.4
     inner_steps: int = 1
+    downsample: str = "pool"
 
     proto_head: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.inner_lr > 0, "learner.inner_lr", self.inner_lr, "a positive number")
+        require(
+            self.downsample in DOWNSAMPLING,
+            "learner.downsample",
+            self.downsample,
+            " or ".join(DOWNSAMPLING),
+        )
+
+    def encoder(self) -> Conv4:
+        """The Conv4 these options describe."""
+        return Conv4(hidden=self.channels, downsample=self.downsample)
 
     def classifier(
         self, image_size: int, first_order: bool, zero_head: bool = False
     ) -> MAMLClassifier:
         """The Conv4 and linear head, adapted by these inner steps."""
-        encoder = Conv4(hidden=self.channels)
+        encoder = self.encoder()
         return MAMLClassifier(
             encoder,
             encoder.out_features(image_size),
@@ -342,7 +356,10 @@ class ReptileOptions(InnerLoopOptions):
             first-order MAML does).
         inner_batch: images per inner iteration in training (null: all the task's).
         test_steps: inner iterations at test time with ``adam`` (null: ``inner_steps``).
-        test_batch: support images per test iteration with ``adam`` (null: all)."""
+        test_batch: support images per test iteration with ``adam`` (null: all).
+        task_threads: with ``adam``, the meta-batch's tasks adapted on this many threads at
+            once, each with its own Adam, their states averaged after every meta-batch
+            (:class:`TaskThreads`); 1: one Adam carried from task to task, as the paper."""
 
     kind: str = "reptile"
     outer_lr: float = 1.0
@@ -350,6 +367,7 @@ class ReptileOptions(InnerLoopOptions):
     inner_batch: int | None = None
     test_steps: int | None = None
     test_batch: int | None = None
+    task_threads: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -365,16 +383,19 @@ class ReptileOptions(InnerLoopOptions):
             require(value is None or value >= 1, f"learner.{key}", value, "null or a count")
         if self.inner_optimizer == "sgd":
             require(
-                self.inner_batch is None and self.test_steps is None and self.test_batch is None,
+                self.inner_batch is None
+                and self.test_steps is None
+                and self.test_batch is None
+                and self.task_threads == 1,
                 "learner.inner_optimizer",
                 self.inner_optimizer,
-                "adam when inner_batch, test_steps or test_batch is set",
+                "adam when inner_batch, test_steps or test_batch is set, or task_threads > 1",
             )
 
     def build(self, image_size: int, train_classes: int) -> EpisodicClassifier:
         if self.inner_optimizer == "sgd":
             return self.classifier(image_size, first_order=True)  # Reptile's φ is first-order
-        encoder = Conv4(hidden=self.channels)
+        encoder = self.encoder()
         return ReptileClassifier(
             encoder,
             encoder.out_features(image_size),
@@ -667,19 +688,13 @@ class ReptileUpdate(EpisodeUpdate):
         )
         self.outer_lr, self.schedule = options.outer_lr, agent.schedule
         self.initial_lr = agent.config.optim.lr
+        self.thread_count = options.task_threads
+        self.threads: TaskThreads | None = None
 
-    def adapt(
-        self, x: Tensor, y: Tensor, ways: int, rng: np.random.Generator
-    ) -> tuple[Params, Tensor]:
-        """φ of one task from its images ``x`` and labels ``y``, and the task's (loss,
-        accuracy): with Adam over its inner minibatches as each is met (no extra pass, a
-        fifth of the update's cost before), with SGD on all the images after adaptation."""
-        model = self.model
-        if isinstance(model, ReptileClassifier):
-            fit: list[Tensor] = []
-            phi = model.adapt(x, y, ways, model.steps, model.batch, rng, fit=fit)[0]
-            return phi, torch.stack(fit).mean(0)
-        forward = model.maml
+    def adapt(self, x: Tensor, y: Tensor, ways: int) -> tuple[Params, Tensor]:
+        """φ of one task by SGD on all its images ``x`` (labels ``y``), and the task's
+        (loss, accuracy) after adaptation."""
+        forward = self.model.maml
         phi = self.reptile.adapt(lambda p: F.cross_entropy(forward(p, x)[:, :ways], y))
         with torch.no_grad():
             logits = forward(phi, x)[:, :ways]
@@ -689,15 +704,23 @@ class ReptileUpdate(EpisodeUpdate):
         batch = self.sample(rng)
         x = torch.cat([batch.support_x, batch.query_x], 1)
         y = torch.cat([batch.support_y, batch.query_y], 1)
-        adapted, fits = [], []
-        for xi, yi in zip(x, y, strict=True):
-            phi, fit = self.adapt(xi, yi, batch.ways, rng)
-            adapted.append(phi)
-            fits.append(fit)
-        loss, accuracy = torch.stack(fits).mean(0).tolist()
+        if isinstance(self.model, ReptileClassifier):
+            # Adam: each task's fit is taken over its inner minibatches (no extra pass)
+            if self.threads is None:
+                self.threads = TaskThreads(self.model, self.thread_count)
+            adapted, fits = self.threads.adapt(x, y, batch.ways, rng)
+        else:
+            pairs = [self.adapt(xi, yi, batch.ways) for xi, yi in zip(x, y, strict=True)]
+            adapted, fits = [phi for phi, _ in pairs], torch.stack([fit for _, fit in pairs])
+        loss, accuracy = fits.mean(0).tolist()
         self.reptile.outer_lr = self.outer_lr * (self.schedule.get_last_lr()[0] / self.initial_lr)
         self.reptile.update(adapted)
         return loss, accuracy, len(x)
+
+    def close(self) -> None:
+        """Stop the task threads, if any were made."""
+        if self.threads is not None:
+            self.threads.close()
 
 
 class PretrainUpdate:
@@ -824,7 +847,7 @@ class FewShotAgent(TrainedClassifier):
         }
 
     def close(self) -> None:
-        if isinstance(self.update, EpisodeByEpisodeUpdate):
+        if isinstance(self.update, EpisodeByEpisodeUpdate | ReptileUpdate):
             self.update.close()
 
     def state_dict(self) -> dict[str, Any]:
@@ -835,17 +858,23 @@ class FewShotAgent(TrainedClassifier):
         self.precision.load_state_dict(state.get("scaler", {}))
 
     def _validate(self) -> float:
+        """Accuracy on the validation episodes, measured on the CPU on as many threads as
+        Reptile's tasks train on (the same report for any count)."""
         ev = self.config.eval
-        report = evaluate_classifier(
-            self.model,
-            self.images["val"],
-            ways=ev.ways,
-            shots=ev.shots,
-            queries=ev.queries,
-            episodes=ev.val_episodes,
-            seed=ev.seed,  # the same validation episodes every time
-            curve_episodes=0,
-        )
+        threads = getattr(self.config.learner, "task_threads", 1)
+        workers = threads if self.device.type == "cpu" else 1
+        with torch_threads(1 if workers > 1 else 0):
+            report = evaluate_classifier(
+                self.model,
+                self.images["val"],
+                ways=ev.ways,
+                shots=ev.shots,
+                queries=ev.queries,
+                episodes=ev.val_episodes,
+                seed=ev.seed,  # the same validation episodes every time
+                curve_episodes=0,
+                workers=workers,
+            )
         return report["value"]
 
     def evaluate(self, episodes: int) -> dict[str, Any]:

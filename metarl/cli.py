@@ -1,4 +1,4 @@
-"""The ``metarl`` command line: ``list``, ``train``, ``sweep`` and ``eval``.
+"""The ``metarl`` command line: ``list``, ``train``, ``sweep``, ``eval`` and ``compare``.
 
 Exit codes: 0 on success, 2 with a one-line message on bad usage, config, checkpoint or
 data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written first).
@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", action="store_true", help="print eval.json to stdout")
     ev.add_argument("--device", help=f"where the model evaluates: {_DEVICES}")
+
+    cmp = sub.add_parser(
+        "compare", help="paired difference of two runs evaluated on the same episodes"
+    )
+    cmp.add_argument("first", help="run folder (its eval.json) or an eval-*.json file")
+    cmp.add_argument("second", help="the same, for the run subtracted")
     return parser
 
 
@@ -165,6 +171,16 @@ def _run(args: argparse.Namespace) -> None:
                     diff, ci95, verdict = (paired[name][k] for k in ("diff", "ci95", "verdict"))
                     line += f"   agent − {name}: {diff:+.4f} ± {ci95:.4f} ({verdict})"
                 print(line)
+    elif args.command == "compare":
+        from metarl.eval.report import compare_runs
+
+        result = compare_runs(args.first, args.second)
+        verdict = {"better": f"{args.first} better", "worse": f"{args.second} better"}
+        print(
+            f"{args.first} − {args.second}: {result['diff']:+.4f} ± {result['ci95']:.4f} "
+            f"over {result['tasks']} paired episodes "
+            f"({verdict.get(result['verdict'], 'tie: the 95% interval includes 0')})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

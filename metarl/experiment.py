@@ -133,6 +133,13 @@ def check_resume(trained: Mapping[str, Any], resumed: Mapping[str, Any]) -> None
         for key in old.keys() | new.keys()
         if old.get(key) != new.get(key) and not key.startswith(RESUMABLE)
     )
+    before, after = old.get("train.iterations"), new.get("train.iterations")
+    if old.get("optim.schedule") == "linear" and before and after and after > before:
+        raise UsageError(
+            "--resume cannot change train.iterations of a run whose optim.schedule is linear: "
+            f"its rate reaches 0 at iteration {before} and would stay 0 after it; start a new "
+            f"run with train.iterations={after}"
+        )
     if changed:
         keys = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
         raise UsageError(

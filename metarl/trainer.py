@@ -6,8 +6,10 @@ checkpoint continues exactly the curve it would have drawn uninterrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import random
 import signal
 import threading
@@ -143,7 +145,8 @@ def train(
         runs.RunLock(path).check()
         checkpoint = runs.load_checkpoint(path)
         check_resume(checkpoint["config"], to_dict(config))
-        _check_iterations_left(path, checkpoint["iteration"], config.train.iterations)
+        linear = getattr(getattr(config, "optim", None), "schedule", None) == "linear"
+        _check_iterations_left(path, checkpoint["iteration"], config.train.iterations, linear)
     with thread_policy(config):
         try:
             agent = get_recipe(config.agent).build(config)
@@ -179,13 +182,19 @@ def _check_sampler(config: Any, workers_given: bool) -> None:
         )
 
 
-def _check_iterations_left(path: Path, done: int, iterations: int) -> None:
-    """A resumed run must have iterations left to train."""
+def _check_iterations_left(path: Path, done: int, iterations: int, linear: bool) -> None:
+    """A resumed run must have iterations left to train. One with a linear schedule ends
+    with its rate at 0, so more training is a new run (``check_resume``)."""
     if done >= iterations:
         state = "finished its" if done == iterations else f"done {done} iterations, beyond"
+        more = max(2 * done, done + 1)
+        further = (
+            f"start a new run with train.iterations={more} (its linear schedule ended at rate 0)"
+            if linear
+            else f"metarl train --resume {path} --set train.iterations={more}"
+        )
         raise UsageError(
-            f"{path} has {state} train.iterations={iterations}; to train further: "
-            f"metarl train --resume {path} --set train.iterations={max(2 * done, done + 1)}"
+            f"{path} has {state} train.iterations={iterations}; to train further: {further}"
         )
 
 
@@ -360,3 +369,12 @@ class _StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
+        name = signal.Signals(signum).name
+        message = (
+            f"\nmetarl: {name}: stopping after the iteration in progress; "
+            f"a second {name} abandons it\n"
+        )
+        # os.write: a print here could re-enter a write to stderr that the signal interrupted;
+        # a closed stderr must not turn the clean stop into a crash
+        with contextlib.suppress(OSError):
+            os.write(2, message.encode())

@@ -163,6 +163,15 @@ def test_a_protonet_config_lists_only_protonet_keys():
         ({"kind": "protonett"}, "config key 'learner.kind': got 'protonett', expected protonet"),
         ({"kind": "maml", "inner_lr": 0}, "'learner.inner_lr': got 0.0, expected a positive"),
         (
+            {"kind": "reptile", "downsample": "avg"},
+            "'learner.downsample': got 'avg', expected pool or stride",
+        ),
+        ({"kind": "protonet", "downsample": "stride"}, "'learner.downsample' is not an option"),
+        (
+            {"kind": "reptile", "inner_optimizer": "sgd", "task_threads": 2},
+            "'learner.inner_optimizer': got 'sgd', expected adam when .* task_threads > 1",
+        ),
+        (
             {"kind": "protomaml", "zero_head": True},
             "'learner.zero_head': got True, expected false for Proto-MAML",
         ),
@@ -371,18 +380,31 @@ def test_fewshot_options_are_refused_for_bandit_runs(tmp_path):
         metarl.train("snail-bandit", out=tmp_path / "b", data_dir=tmp_path)
 
 
-def test_a_resumed_fewshot_run_matches_the_uninterrupted_one(omniglot_data, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("protonet-omniglot", {}),
+        # Reptile's task threads: the replicas' merged Adam state is what resumes
+        (  # (a step schedule: a linear one's length cannot change on resume)
+            "reptile-omniglot",
+            {"learner.task_threads": 2, "learner.test_steps": 2, "optim.schedule": "step"},
+        ),
+    ],
+)
+def test_a_resumed_fewshot_run_matches_the_uninterrupted_one(name, extra, omniglot_data, tmp_path):
     overrides = {**SMALL, "learner.channels": 8, "train.iterations": 4, "eval.val_every": 2}
+    if extra:
+        overrides |= {"episodes.meta_batch": 3, **extra}
     options = {"progress": False, "data_dir": omniglot_data}
-    whole = metarl.train(
-        "protonet-omniglot", out=tmp_path / "whole", overrides=overrides, **options
-    )
+    whole = metarl.train(name, out=tmp_path / "whole", overrides=overrides, **options)
     half = {**overrides, "train.iterations": 2}
-    metarl.train("protonet-omniglot", out=tmp_path / "half", overrides=half, **options)
+    metarl.train(name, out=tmp_path / "half", overrides=half, **options)
     resumed = metarl.train(resume=tmp_path / "half", overrides=overrides, **options)
+    losses = [[r["loss"] for r in runs.read_metrics(r.path)] for r in (whole, resumed)]
+    assert losses[0] == losses[1]
     a = runs.load_checkpoint(whole.path)["agent"]
     b = runs.load_checkpoint(resumed.path)["agent"]
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    torch.testing.assert_close(a["model"], b["model"], rtol=0, atol=0)  # Reptile: its Adam too
     assert a["val_accuracy"] == b["val_accuracy"]
 
 

@@ -77,9 +77,30 @@ def test_conv4_feature_map_keeps_maps_of_unpooled_blocks() -> None:
     assert Conv4(hidden=16, padding=0).out_shape(84) == (16, 3, 3)  # 82 41 39 19 17 8 6 3
 
 
+def test_conv4_strided_halves_the_maps_in_the_convolution() -> None:
+    """As Finn et al. and Nichol et al.'s Omniglot network: 28 -> 14 -> 7 -> 4 -> 2, each
+    block a stride-2 3x3 convolution (padding 1) with no pooling layer."""
+    encoder = Conv4(hidden=8, downsample="stride")
+    assert encoder.out_shape(28) == (8, 2, 2) and encoder.out_features(28) == 32
+    assert encoder(torch.randn(2, 3, 1, 28, 28)).shape == (2, 3, 32)
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 4
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in encoder.modules())
+    # (size + 2 * padding - 3) // 2 + 1, unpadded: 84 -> 41 -> 20 -> 9 -> 4
+    assert Conv4(hidden=4, padding=0, downsample="stride").out_shape(84) == (4, 4, 4)
+    images = torch.randn(3, 1, 28, 28)
+    first = encoder.blocks[0][0]
+    torch.testing.assert_close(  # the stride-1 convolution's every other output
+        first(images), torch.nn.functional.conv2d(images, first.weight, padding=1)[..., ::2, ::2]
+    )
+    with pytest.raises(ValueError, match="block 4 of 4: .* stride 2 cannot take 2x2 inputs"):
+        Conv4(padding=0, downsample="stride").out_shape(28)  # 28 -> 13 -> 6 -> 2 -> empty
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"downsample": "avg"}, "downsample must be one of pool, stride, got 'avg'"),
         ({"hidden": 0}, "hidden must be a positive integer"),
         ({"pooled_blocks": 5}, "pooled_blocks must be an integer in 0..blocks=4"),
         ({"padding": -1}, "padding must be a non-negative integer"),

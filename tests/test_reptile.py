@@ -9,7 +9,7 @@ import torch
 import metarl
 from metarl import runs
 from metarl.backbones import Conv4
-from metarl.learners.reptile_classifier import ReptileClassifier
+from metarl.learners.reptile_classifier import ReptileClassifier, TaskThreads
 
 
 def classifier(**kwargs) -> ReptileClassifier:
@@ -95,6 +95,67 @@ def test_the_inner_state_travels_with_the_weights():
     assert saved.keys() == loaded.keys()
     for index in saved:
         torch.testing.assert_close(saved[index]["exp_avg_sq"], loaded[index]["exp_avg_sq"])
+
+
+def tasks(count: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` 5-way tasks of two images per class."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.rand(count, 10, 1, 28, 28, generator=generator)
+    return x, torch.arange(5).repeat(2).expand(count, 10)
+
+
+def adam_state(model: ReptileClassifier) -> list[dict[str, torch.Tensor]]:
+    return [copy.deepcopy(model.inner.state[p]) for p in model.fast]
+
+
+def test_one_task_thread_is_the_sequential_loop_of_one_adam():
+    x, y = tasks()
+    model, reference = classifier(), classifier()
+    threads = TaskThreads(model, 1)
+    phis, fits = threads.adapt(x, y, 5, np.random.default_rng(3))
+    rng, expected = np.random.default_rng(3), []
+    for xi, yi in zip(x, y, strict=True):
+        expected.append(reference.adapt(xi, yi, 5, reference.steps, reference.batch, rng)[0])
+    for phi, want in zip(phis, expected, strict=True):
+        for name in want:
+            torch.testing.assert_close(phi[name], want[name], rtol=0, atol=0)
+    assert fits.shape == (5, 2) and adam_state(model)[0]["step"].item() == 5 * 3
+
+
+def test_task_threads_adapt_each_share_from_one_state_then_average_it():
+    """Two threads: tasks 0-2 on one replica, 3-4 on the other, both from the meta-batch's
+    starting Adam state and each task with its own spawned generator; afterwards every
+    replica holds the mean moments, with the step count whose bias correction is the mean
+    of the two (2 + 9 and 2 + 6 steps), in tensors of its own."""
+    x, y = tasks()
+    model = classifier()
+    model.adapt(x[0], y[0], 5, 2, 4, np.random.default_rng(9))  # a state to start from
+    start = copy.deepcopy(model)
+    threads = TaskThreads(model, 2)
+    try:
+        phis, _ = threads.adapt(x, y, 5, np.random.default_rng(3))
+        rngs = np.random.default_rng(3).spawn(5)
+        ends = []
+        for share in ([0, 1, 2], [3, 4]):
+            reference = copy.deepcopy(start)
+            for i in share:
+                want = reference.adapt(x[i], y[i], 5, reference.steps, reference.batch, rngs[i])
+                for name in want[0]:
+                    torch.testing.assert_close(phis[i][name], want[0][name], rtol=1e-5, atol=1e-6)
+            ends.append(adam_state(reference))
+        beta2 = model.inner.param_groups[0]["betas"][1]
+        step = np.log((beta2**11 + beta2**8) / 2) / np.log(beta2)  # about 9.5
+        for replica in threads.replicas:
+            for i, state in enumerate(adam_state(replica)):
+                assert state["step"].item() == pytest.approx(step, rel=1e-6)
+                mean = (ends[0][i]["exp_avg_sq"] + ends[1][i]["exp_avg_sq"]) / 2
+                torch.testing.assert_close(state["exp_avg_sq"], mean, rtol=1e-5, atol=1e-12)
+        first, second = (r.inner.state[r.fast[0]]["exp_avg_sq"] for r in threads.replicas)
+        assert first.data_ptr() != second.data_ptr()  # the next meta-batch updates them apart
+        shared = zip(threads.replicas[1].net.parameters(), model.net.parameters(), strict=True)
+        assert all(a is b for a, b in shared)  # θ is one set of tensors
+    finally:
+        threads.close()
 
 
 def test_reptile_omniglot_learns_with_the_papers_inner_loop(omniglot_data, tmp_path):

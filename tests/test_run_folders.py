@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from metarl import runs
 from metarl.cli import main
+from metarl.errors import UsageError
+from metarl.experiment import check_resume
 
 SMALL = [
     "--set",
@@ -75,6 +78,18 @@ def test_a_refused_resume_changes_no_file(capsys, trained, argv, fragments):
     before = snapshot(trained)
     refused(capsys, "train", "--resume", str(trained), *argv, fragments=fragments)
     assert snapshot(trained) == before
+
+
+def test_a_linear_schedule_keeps_its_length_on_resume():
+    """The rate falls to 0 over train.iterations; an extended run would train at 0."""
+    linear = {"train": {"iterations": 2}, "optim": {"schedule": "linear"}}
+    longer = {"train": {"iterations": 4}, "optim": {"schedule": "linear"}}
+    with pytest.raises(UsageError, match="its rate reaches 0 at iteration 2 and would stay 0"):
+        check_resume(linear, longer)
+    check_resume(linear, linear)  # finishing the planned iterations
+    check_resume(longer, linear)  # stopping the anneal early
+    step = {"optim": {"schedule": "step"}}
+    check_resume(linear | step, longer | step)
 
 
 def test_a_run_is_extended_with_more_iterations_and_an_eval_override_is_allowed(
@@ -203,11 +218,21 @@ def test_ctrl_c_twice_before_any_checkpoint_says_nothing_was_saved(tmp_path):
     while not ((path / "metrics.csv").is_file() and (path / "metrics.csv").read_text()):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
+    # iteration 0 is logged; let the loop pass its stop check into iteration 1 (~4 s long),
+    # so that the first signal stops after that iteration, not after iteration 0
+    time.sleep(0.5)
+    lines: list[str] = []  # stderr, read on a thread so that no read blocks the test
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)  # two signals at once would reach Python as one
+    acknowledged = "metarl: SIGINT: stopping after the iteration in progress; a second SIGINT"
+    while not any(line.startswith(acknowledged) for line in lines):  # then the second signal
+        assert time.monotonic() < deadline and process.poll() is None, lines
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
-    message = process.stderr.read().strip().splitlines()[-1]
+    reader.join(timeout=10)
+    message = "".join(lines).strip().splitlines()[-1]
     assert message.startswith("metarl: interrupted: interrupted twice, iteration")
     assert message.endswith(f"nothing was saved ({path} holds no checkpoint yet)")
     assert not (path / runs.CHECKPOINT).exists() and not (path / runs.LOCK).exists()

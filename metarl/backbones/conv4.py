@@ -2,7 +2,9 @@
 Networks for One Shot Learning"; Snell et al. 2017, "Prototypical Networks for Few-shot
 Learning"), also the embedding module of Relation Networks (Sung et al. 2018).
 
-Each block is a 3x3 convolution, batch norm, ReLU and, in the pooled blocks, 2x2 max-pooling.
+Each block is a 3x3 convolution, batch norm, ReLU and, in the downsampling blocks, 2x2
+max-pooling, or instead a stride of 2 in the convolution (``downsample="stride"``, as Finn
+et al. 2017 and Nichol et al. 2018 ran Omniglot: a quarter of the pooled block's products).
 Batch norm in training normalises over every image of the batch, so one image's features
 depend on the others; ``norm="layer"`` normalises each image on its own instead (over its
 channels and pixels, GroupNorm with one group), for learners whose images must not see
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from metarl.config import require_positive
 
 NORMS = ("batch", "layer")
+DOWNSAMPLING = ("pool", "stride")
 
 
 class Float32BatchNorm2d(nn.BatchNorm2d):
@@ -119,15 +122,21 @@ def prefer_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def conv_block(
-    in_channels: int, out_channels: int, padding: int, pool: bool, norm: str = "batch"
+    in_channels: int,
+    out_channels: int,
+    padding: int,
+    pool: bool,
+    norm: str = "batch",
+    stride: int = 1,
 ) -> nn.Sequential:
-    """3x3 convolution, normalisation (``norm``: batch or layer), ReLU, 2x2 max-pool. The
-    convolution has no bias under batch norm, which cancels it."""
+    """3x3 convolution of stride ``stride``, normalisation (``norm``: batch or layer), ReLU,
+    2x2 max-pool if ``pool``. The convolution has no bias under batch norm, which cancels
+    it."""
     if norm not in NORMS:
         raise ValueError(f"conv_block: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     batch = norm == "batch"
     layers = [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=not batch),
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=padding, bias=not batch),
         Float32BatchNorm2d(out_channels) if batch else nn.GroupNorm(1, out_channels),
         nn.ReLU(),
     ]
@@ -136,32 +145,37 @@ def conv_block(
     return nn.Sequential(*layers)
 
 
-def conv_block_size(size: int, padding: int, pool: bool) -> int:
+def conv_block_size(size: int, padding: int, pool: bool, stride: int = 1) -> int:
     """Side of a :func:`conv_block`'s output for an input of side ``size``; ValueError when
     the block cannot take it (the output would be empty)."""
-    out = size + 2 * padding - 2
+    span = size + 2 * padding - 3  # the last offset a 3x3 window can start at
+    out = span // stride + 1 if span >= 0 else 0
     if out >= 1 and pool:
         out //= 2
     if out < 1:
+        extras = f"{f', stride {stride}' if stride > 1 else ''}{' and 2x2 pooling' if pool else ''}"
         raise ValueError(
-            f"a 3x3 conv block with padding {padding}{' and 2x2 pooling' if pool else ''} "
+            f"a 3x3 conv block with padding {padding}{extras} "
             f"cannot take {size}x{size} inputs: its output would be empty"
         )
     return out
 
 
 class Conv4(nn.Module):
-    """``blocks`` conv blocks of ``hidden`` channels; only the first ``pooled_blocks`` pool.
+    """``blocks`` conv blocks of ``hidden`` channels; only the first ``pooled_blocks`` halve
+    the maps (by pooling, or by a stride of 2).
 
     Args:
         in_channels: image channels (1 for Omniglot, 3 for miniImageNet).
         hidden: channels of every block (64 in the papers).
         blocks: number of conv blocks (4 in the papers).
-        pooled_blocks: how many of the first blocks end with 2x2 max-pooling; ``None`` for all.
+        pooled_blocks: how many of the first blocks halve the maps; ``None`` for all.
             Relation Networks pool the first 2 of 4 to keep feature maps for their relation
             module.
         padding: zero padding of every 3x3 convolution, in pixels.
         norm: ``batch`` (the papers') or ``layer`` (each image normalised on its own).
+        downsample: ``pool`` (2x2 max-pooling after the block) or ``stride`` (the
+            convolution strides by 2; 28x28 Omniglot then gives 64x2x2 = 256 features).
     """
 
     def __init__(
@@ -172,6 +186,7 @@ class Conv4(nn.Module):
         pooled_blocks: int | None = None,
         padding: int = 1,
         norm: str = "batch",
+        downsample: str = "pool",
     ) -> None:
         super().__init__()
         require_positive("Conv4", "in_channels", in_channels)
@@ -185,16 +200,27 @@ class Conv4(nn.Module):
             )
         if not _is_int(padding) or padding < 0:
             raise ValueError(f"Conv4: padding must be a non-negative integer, got {padding!r}")
+        if downsample not in DOWNSAMPLING:
+            raise ValueError(
+                f"Conv4: downsample must be one of {', '.join(DOWNSAMPLING)}, got {downsample!r}"
+            )
         self.in_channels = int(in_channels)
         self.hidden = int(hidden)
         self.padding = int(padding)
-        self.pooled = [i < pooled_blocks for i in range(blocks)]
+        halved = [i < pooled_blocks for i in range(blocks)]
+        self.pooled = [half and downsample == "pool" for half in halved]
+        self.strides = [2 if half and downsample == "stride" else 1 for half in halved]
         self.blocks = nn.Sequential(
             *(
                 conv_block(
-                    self.in_channels if i == 0 else self.hidden, self.hidden, padding, pool, norm
+                    self.in_channels if i == 0 else self.hidden,
+                    self.hidden,
+                    padding,
+                    pool,
+                    norm,
+                    stride,
                 )
-                for i, pool in enumerate(self.pooled)
+                for i, (pool, stride) in enumerate(zip(self.pooled, self.strides, strict=True))
             )
         )
 
@@ -216,9 +242,9 @@ class Conv4(nn.Module):
         ``image_size``; ValueError when the images are too small for the blocks."""
         require_positive("Conv4.out_shape", "image_size", image_size)
         size = int(image_size)
-        for i, pool in enumerate(self.pooled):
+        for i, (pool, stride) in enumerate(zip(self.pooled, self.strides, strict=True)):
             try:
-                size = conv_block_size(size, self.padding, pool)
+                size = conv_block_size(size, self.padding, pool, stride)
             except ValueError as error:
                 raise ValueError(
                     f"Conv4: {image_size}x{image_size} images are too small for block {i + 1} of "

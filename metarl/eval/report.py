@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metarl import runs
 from metarl.config import set_key
 from metarl.errors import UsageError
+from metarl.eval.paired import paired
 from metarl.eval.plots import plot_report, plot_sweep
 from metarl.eval.sweeps import SWEEP, aggregate, is_sweep
 from metarl.experiment import (
@@ -78,6 +81,34 @@ def evaluate_run(
             runs.write_json(path / f"eval-{report['ways']}w{report['shots']}s.json", report)
         plot_report(report, path)
     return report
+
+
+def compare_runs(first: str | Path, second: str | Path) -> dict[str, Any]:
+    """The paired difference ``first`` minus ``second`` of two evaluations on the same test
+    episodes (:func:`metarl.eval.paired.paired`), each a run folder (its ``eval.json``) or
+    an evaluation file such as ``RUN/eval-5w5s.json``. UsageError unless both hold per-episode
+    scores of the same metric on the same episodes (few-shot evaluations keep them)."""
+    reports = []
+    for given in (first, second):
+        path = Path(given)
+        run, file = (path.parent, path) if path.suffix == ".json" else (path, path / "eval.json")
+        if not file.is_file():
+            raise UsageError(f"{file} does not exist: run metarl eval {run} first")
+        report = runs.read_json(file)
+        if "scores" not in report or "tasks_crc32" not in report:
+            raise UsageError(
+                f"{file} keeps no per-episode scores (only few-shot evaluations do, made "
+                f"since metarl compare was added): run metarl eval {run} again"
+            )
+        reports.append(report)
+    a, b = reports
+    if (a["metric"], a["tasks_crc32"]) != (b["metric"], b["tasks_crc32"]):
+        raise UsageError(
+            f"{first} and {second} were not evaluated on the same episodes "
+            f"({a['metric']} on tasks {a['tasks_crc32']}, {b['metric']} on {b['tasks_crc32']}); "
+            "evaluate both with the same --ways, --shots, --episodes and eval settings"
+        )
+    return paired(np.asarray(a["scores"]), np.asarray(b["scores"]), a["higher_is_better"])
 
 
 def minutes_to(rows: list[dict[str, float]], levels: Sequence[float]) -> dict[str, float | None]:

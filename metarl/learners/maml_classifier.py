@@ -31,7 +31,7 @@ import copy
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -245,6 +245,16 @@ def _batched_call(module: nn.Module, params: Params, x: Tensor) -> Tensor:
     )(params, x)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
+def replicas(model: M, count: int) -> list[M]:
+    """``model`` and ``count - 1`` deep copies of it that share its parameters (the same
+    tensors) but nothing else, for threads that each run their own functional calls."""
+    shared = {id(p): p for p in model.parameters()}
+    return [model] + [copy.deepcopy(model, dict(shared)) for _ in range(count - 1)]
+
+
 class EpisodeThreads:
     """The meta-gradient of a :class:`MAMLClassifier`'s mean query cross-entropy over a
     meta-batch, taken episode by episode (:meth:`MAMLClassifier.episodes_meta_gradient`)
@@ -271,9 +281,7 @@ class EpisodeThreads:
     ) -> None:
         require_positive("EpisodeThreads", "threads", threads)
         self.model, self.autocast = model, autocast
-        self.replicas = [model] + [
-            copy.deepcopy(model, {id(p): p for p in model.parameters()}) for _ in range(threads - 1)
-        ]
+        self.replicas = replicas(model, threads)
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
     def backward(
