@@ -31,7 +31,7 @@ from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require, require_positive_ints
 from metarl.devices import on_cpu, usable_cpus
 from metarl.errors import ConfigError, UsageError
-from metarl.eval.paired import gains, paired
+from metarl.eval.paired import gains, paired, per_task, task_fingerprint
 from metarl.eval.stats import mean_ci95
 from metarl.learners.maml import Params
 from metarl.learners.meta_pg import (
@@ -521,6 +521,7 @@ class MetaPGAgent:
             "baselines": baselines,
             "baselines_ci95": baselines_ci,
             "paired": comparisons,
+            **per_task(curves["agent"][:, k], task_fingerprint(tasks)),
             "gains": gains(curves["agent"], list(range(1, steps + 1))),
             "env_steps": {"agent": self.env_steps, "pretrained": pretrained_env_steps},
             "curve": {"x": list(range(steps + 1))}

@@ -26,7 +26,7 @@ from metarl.eval.mazes import (
     rollout_episode_ends,
     trial_paths,
 )
-from metarl.eval.paired import gains, paired
+from metarl.eval.paired import gains, paired, per_task, task_fingerprint
 from metarl.eval.stats import mean_ci95
 from metarl.rollout.worker import Batch
 
@@ -124,6 +124,7 @@ class RL2MazeAgent(RL2Agent):
                 name: paired(lengths[:, -1], values, higher_is_better=False)
                 for name, values in last.items()
             },
+            **per_task(lengths[:, -1], task_fingerprint(tasks)),
             "gains": gains(lengths, list(range(2, count + 1))),
             "curve": {
                 "x": list(range(1, count + 1)),

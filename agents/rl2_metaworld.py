@@ -107,6 +107,7 @@ class RL2MetaWorldAgent(RL2Agent):
             solved[:, -1],
             {"random": random_solved[:, -1], "first_episode": solved[:, 0]},
             higher_is_better=True,
+            tasks=(tasks,),
         )
         x = list(range(1, solved.shape[1] + 1))
         returns = self.by_episode(batch["rewards"]).sum(axis=2)

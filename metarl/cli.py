@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", help=f"where the model evaluates: {_DEVICES}")
 
     cmp = sub.add_parser(
-        "compare", help="paired difference of two runs evaluated on the same episodes"
+        "compare", help="paired difference of two runs evaluated on the same tasks"
     )
     cmp.add_argument("first", help="run folder (its eval.json) or an eval-*.json file")
     cmp.add_argument("second", help="the same, for the run subtracted")
@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> None:
         verdict = {"better": f"{args.first} better", "worse": f"{args.second} better"}
         print(
             f"{args.first} − {args.second}: {result['diff']:+.4f} ± {result['ci95']:.4f} "
-            f"over {result['tasks']} paired episodes "
+            f"over {result['tasks']} paired tasks "
             f"({verdict.get(result['verdict'], 'tie: the 95% interval includes 0')})"
         )
 

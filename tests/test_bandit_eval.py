@@ -93,3 +93,30 @@ def test_report_pairs_the_agent_with_every_baseline():
     assert report["paired"]["gittins"]["diff"] < 0
     assert set(report["paired"]) == set(BASELINES) == set(report["baselines"])
     assert set(report["baseline_settings"]) == {"greedy", "epsilon_greedy", "ucb1", "gittins"}
+
+
+def test_compare_pairs_two_bandit_evaluations_task_by_task(tmp_path):
+    """Two players' reports on the same tasks and tape compare as the report itself pairs
+    them; a report on other tasks (seed) or another tape (horizon) is refused."""
+    from metarl import runs
+    from metarl.errors import UsageError
+    from metarl.eval.report import compare_runs
+
+    def report_of(name: str, seed: int, horizon: int, folder: str) -> str:
+        tasks, uniforms, players = bandit_trials(np.random.SeedSequence(seed), 100, 2, horizon)
+        j = list(BASELINES).index(name) + 1  # the report's own stream for this baseline
+        rewards = run_baseline(
+            BASELINES[name](), tasks, uniforms, np.random.SeedSequence([players, j])
+        )
+        report = bandit_report(rewards, tasks, uniforms, players)
+        assert report["scores"] == pytest.approx(rewards.sum(axis=1).tolist())
+        (tmp_path / folder).mkdir()
+        runs.write_json(tmp_path / folder / "eval.json", report)
+        return str(tmp_path / folder)
+
+    random, gittins = report_of("random", 5, 6, "a"), report_of("gittins", 5, 6, "b")
+    paired_in_report = runs.read_json(tmp_path / "a" / "eval.json")["paired"]["gittins"]
+    assert compare_runs(random, gittins) == pytest.approx(paired_in_report)
+    for seed, horizon, folder in ((6, 6, "other-tasks"), (5, 7, "other-tape")):
+        with pytest.raises(UsageError, match="were not evaluated on the same tasks"):
+            compare_runs(random, report_of("gittins", seed, horizon, folder))

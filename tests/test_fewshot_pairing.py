@@ -88,7 +88,7 @@ def test_compare_prints_the_paired_difference_of_two_runs(tmp_path, capsys):
     c = _eval_file(tmp_path / "c", [0.8, 0.6, 0.4])  # 0.2 less on every episode
     assert main(["compare", a, c]) == 0
     out = capsys.readouterr().out.strip()
-    assert out == f"{a} − {c}: +0.2000 ± 0.0000 over 3 paired episodes ({a} better)"
+    assert out == f"{a} − {c}: +0.2000 ± 0.0000 over 3 paired tasks ({a} better)"
     assert main(["compare", c, a]) == 0
     assert capsys.readouterr().out.strip().endswith(f"({a} better)")
     assert main(["compare", a, b]) == 0
@@ -98,9 +98,9 @@ def test_compare_prints_the_paired_difference_of_two_runs(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("second", "message"),
     [
-        ({"tasks": "0000abce"}, "were not evaluated on the same episodes"),
-        ({"metric": "cumulative_reward"}, "were not evaluated on the same episodes"),
-        (None, "keeps no per-episode scores"),
+        ({"tasks": "0000abce"}, "were not evaluated on the same tasks"),
+        ({"metric": "cumulative_reward"}, "were not evaluated on the same tasks"),
+        (None, "keeps no per-task scores"),
         ("missing", "eval.json does not exist: run metarl eval"),
     ],
 )

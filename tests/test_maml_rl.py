@@ -389,3 +389,7 @@ def test_maml_mdp_trains_through_the_cli_and_is_evaluated_beside_both_baselines(
     assert all(np.isfinite(c).all() for c in report["curve"].values())
     assert report["env_steps_per_step"] == 2 * 10
     assert report["env_steps"]["agent"] == 2 * 80
+    k = report["value_after_steps"]  # metarl compare pairs the value task by task
+    assert np.mean(report["scores"]) == pytest.approx(report["value"], abs=1e-6)
+    assert report["curve"]["agent"][k] == pytest.approx(report["value"])
+    assert len(report["scores"]) == 3 and len(report["tasks_crc32"]) == 8

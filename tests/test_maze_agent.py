@@ -43,6 +43,7 @@ def test_every_backbone_trains_and_is_measured_on_mazes(backbone):
     oracle = report["paired"]["oracle"]  # the oracle walks the shortest path: never longer
     assert oracle["tasks"] == 20 and oracle["diff"] >= 0 and oracle["verdict"] != "better"
     assert report["gains"]["x"] == [2] and len(report["gains"]["mean"]) == 1
+    assert np.mean(report["scores"]) == pytest.approx(report["value"])  # metarl compare
     paths = report["rendered_trial"]["paths"]
     start = paths[0][0]
     assert 1 <= len(paths) <= 2 and all(p[0] == start for p in paths)

@@ -302,6 +302,8 @@ def test_snail_mdp_trains_and_is_evaluated_beside_the_baselines(tmp_path):
     assert report["value"] == pytest.approx(sum(report["curve"]["agent"]), abs=1e-3)
     assert report["baselines"]["oracle"] > report["baselines"]["random"]
     assert report["paired"]["oracle"]["tasks"] == 50 and report["gains"]["x"] == [2, 3]
+    assert len(report["scores"]) == 50  # per task, for metarl compare
+    assert np.mean(report["scores"]) == pytest.approx(report["value"], abs=1e-6)
 
 
 def test_a_bad_episode_count_is_a_config_error():

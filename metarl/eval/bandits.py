@@ -34,7 +34,9 @@ def bandit_report(
     return {
         "metric": "cumulative_reward",
         "higher_is_better": True,
-        **versus_baselines(agent_rewards.sum(axis=1), totals, higher_is_better=True),
+        **versus_baselines(
+            agent_rewards.sum(axis=1), totals, higher_is_better=True, tasks=(tasks, uniforms)
+        ),
         "episodes": len(tasks),
         "baseline_settings": settings,
         "curve": curve,

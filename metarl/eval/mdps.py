@@ -45,7 +45,9 @@ def mdp_report(
         curve[name] = returns.mean(axis=0).round(4).tolist()
         if policy.settings():
             settings[name] = policy.settings()
-    compared = versus_baselines(agent_returns.sum(axis=1), totals, higher_is_better=True)
+    compared = versus_baselines(
+        agent_returns.sum(axis=1), totals, higher_is_better=True, tasks=(tasks, tape)
+    )
     return {
         "metric": "return",
         "higher_is_better": True,

@@ -7,6 +7,7 @@ a claim that the agent beats a baseline means that the paired interval excludes 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,13 +40,35 @@ def gains(curve: np.ndarray, x: Sequence[Any]) -> dict[str, list]:
     return {"x": list(x), "mean": [m for m, _ in pairs], "ci95": [h for _, h in pairs]}
 
 
+def task_fingerprint(*arrays: np.ndarray, start: int = 0) -> int:
+    """CRC-32 of the arrays' values in order, continuing from ``start``: equal for equal
+    held-out tasks (and noise tapes), so that ``metarl compare`` pairs only evaluations made
+    on the same ones."""
+    for array in arrays:
+        start = zlib.crc32(np.ascontiguousarray(array).tobytes(), start)
+    return start
+
+
+def per_task(scores: np.ndarray, fingerprint: int) -> dict[str, Any]:
+    """``eval.json``'s fields that ``metarl compare`` pairs: the agent's score on each
+    held-out task, in order, and the tasks' :func:`task_fingerprint`."""
+    return {
+        "scores": [round(float(s), 6) for s in np.asarray(scores)],
+        "tasks_crc32": f"{fingerprint:08x}",
+    }
+
+
 def versus_baselines(
-    agent: np.ndarray, baselines: Mapping[str, np.ndarray], higher_is_better: bool
+    agent: np.ndarray,
+    baselines: Mapping[str, np.ndarray],
+    higher_is_better: bool,
+    tasks: Sequence[np.ndarray],
 ) -> dict[str, Any]:
     """``eval.json``'s comparison fields for one value per task of the agent and of each
     baseline on the same tasks: the agent's mean (``value``) and its 95% half-width
-    (``ci95``), each baseline's (``baselines``, ``baselines_ci95``), and per baseline the
-    paired difference agent minus baseline (``paired``, :func:`paired`)."""
+    (``ci95``), each baseline's (``baselines``, ``baselines_ci95``), per baseline the
+    paired difference agent minus baseline (``paired``, :func:`paired`), and the agent's
+    :func:`per_task` scores on ``tasks`` (the arrays that define them)."""
     value, ci95 = mean_ci95(agent)
     means, halves = {}, {}
     for name, values in baselines.items():
@@ -58,4 +81,5 @@ def versus_baselines(
         "paired": {
             name: paired(agent, values, higher_is_better) for name, values in baselines.items()
         },
+        **per_task(agent, task_fingerprint(*tasks)),
     }

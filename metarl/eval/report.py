@@ -87,7 +87,8 @@ def compare_runs(first: str | Path, second: str | Path) -> dict[str, Any]:
     """The paired difference ``first`` minus ``second`` of two evaluations on the same test
     episodes (:func:`metarl.eval.paired.paired`), each a run folder (its ``eval.json``) or
     an evaluation file such as ``RUN/eval-5w5s.json``. UsageError unless both hold per-episode
-    scores of the same metric on the same episodes (few-shot evaluations keep them)."""
+    scores of the same metric on the same held-out tasks (evaluations keep them since
+    ``metarl compare`` exists)."""
     reports = []
     for given in (first, second):
         path = Path(given)
@@ -97,14 +98,14 @@ def compare_runs(first: str | Path, second: str | Path) -> dict[str, Any]:
         report = runs.read_json(file)
         if "scores" not in report or "tasks_crc32" not in report:
             raise UsageError(
-                f"{file} keeps no per-episode scores (only few-shot evaluations do, made "
-                f"since metarl compare was added): run metarl eval {run} again"
+                f"{file} keeps no per-task scores (evaluations made before metarl compare "
+                f"existed): run metarl eval {run} again"
             )
         reports.append(report)
     a, b = reports
     if (a["metric"], a["tasks_crc32"]) != (b["metric"], b["tasks_crc32"]):
         raise UsageError(
-            f"{first} and {second} were not evaluated on the same episodes "
+            f"{first} and {second} were not evaluated on the same tasks "
             f"({a['metric']} on tasks {a['tasks_crc32']}, {b['metric']} on {b['tasks_crc32']}); "
             "evaluate both with the same --ways, --shots, --episodes and eval settings"
         )

@@ -14,7 +14,6 @@ import collections
 import copy
 import dataclasses
 import threading
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import EvalConfig, require_positive, require_positive_ints
-from metarl.eval.paired import gains, paired
+from metarl.eval.paired import gains, paired, per_task, task_fingerprint
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import Episodes, EpisodeSampler
 from metarl.learners.episodic import EpisodicClassifier
@@ -158,8 +157,7 @@ def evaluate_classifier(
                 full = sampler.sample(rng, min(batch, episodes - start))
                 tensors = (full.support_x, full.support_y, full.query_x, full.query_y)
                 for episode in zip(*(t.cpu().numpy() for t in tensors), strict=True):
-                    for part in episode:
-                        fingerprint = zlib.crc32(part.tobytes(), fingerprint)
+                    fingerprint = task_fingerprint(*episode, start=fingerprint)
                 pending.append(pool.submit(measure, full, start < curve_episodes))
                 while len(pending) > 2 * workers:  # only a few batches drawn ahead
                     results.append(pending.popleft().result())
@@ -194,8 +192,7 @@ def evaluate_classifier(
             "chance": paired(agent_acc, np.full_like(agent_acc, 1.0 / ways), True),
             "pixel_nn": paired(agent_acc, pixel_acc, True),
         },
-        "scores": [round(float(a), 6) for a in agent_acc],  # per test episode: metarl compare
-        "tasks_crc32": f"{fingerprint:08x}",
+        **per_task(agent_acc, fingerprint),  # per test episode: metarl compare
         "curve_of": "shots",
         "curve": {
             "x": shot_counts,
