@@ -609,6 +609,12 @@ class Config:
             self.train.amp,
             "off or bf16 for learner.kind 'reptile'",
         )
+        require(  # the tasks' threads split the CPU's cores; on a GPU they only contend
+            getattr(self.learner, "task_threads", 1) == 1 or self.train.torch_device.type == "cpu",
+            "learner.task_threads",
+            getattr(self.learner, "task_threads", 1),
+            "1 on a GPU (its tasks run on CPU threads)",
+        )
         adam_reptile = getattr(self.learner, "inner_optimizer", None) == "adam"
         require(
             self.eval.transductive or adam_reptile,

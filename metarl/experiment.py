@@ -71,11 +71,14 @@ def apply_fewshot_options(
 
 def for_evaluation(raw: dict[str, Any], device: str | None = None) -> dict[str, Any]:
     """A run's raw config as evaluation uses it: rollouts in this process, no mixed
-    precision (evaluation never autocasts, and fp16 would refuse a CPU), and ``device``
+    precision (evaluation never autocasts, and fp16 would refuse a CPU), no training task
+    threads (``eval.workers`` sets its threads; a GPU refuses them), and ``device``
     (default: the run's own) for the model."""
     raw = dict(raw)
     if "sampler" in raw:
         raw["sampler"] = {**raw["sampler"], "backend": "local"}
+    if "task_threads" in (raw.get("learner") or {}):
+        raw["learner"] = {**raw["learner"], "task_threads": 1}
     train = dict(raw.get("train") or {})
     if "amp" in train:
         train["amp"] = "off"

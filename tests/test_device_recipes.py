@@ -301,6 +301,11 @@ def test_amp_is_a_key_of_the_few_shot_recipe_only(monkeypatch):
         resolve_config(build_config("reptile-omniglot", on_gpu))
     with pytest.raises(ConfigError, match="train.amp.*expected off, bf16 or fp16"):
         resolve_config(build_config("maml-omniglot", {"train.amp": "fp8"}))
+    threads = {"train.device": "cuda", "learner.task_threads": 2}
+    with pytest.raises(ConfigError, match="learner.task_threads.*got 2, expected 1 on a GPU"):
+        resolve_config(build_config("reptile-omniglot", threads))
+    threads["train.device"] = "cpu"
+    assert resolve_config(build_config("reptile-omniglot", threads)).learner.task_threads == 2
     # YAML reads a bare `off` (`--set train.amp=off`, `amp: off` in a file) as false
     assert resolve_config(build_config("maml-omniglot", {"train.amp": False})).train.amp == "off"
     with pytest.raises(ConfigError, match="train.amp.*got True, expected off, bf16 or fp16"):

@@ -185,12 +185,16 @@ def test_the_rllib_baseline_refuses_a_gpu_device(one_gpu):
         resolve_config(build_config("rllib-lstm-bandit", ["train.device=cuda"]))
 
 
-def test_a_run_trained_with_fp16_on_cuda_evaluates_on_the_cpu():
+def test_a_run_trained_with_fp16_on_cuda_evaluates_on_the_cpu(one_gpu):
     from metarl.experiment import build_config, for_evaluation, resolve_config
 
     raw = build_config("maml-omniglot", {"train.amp": "fp16", "train.device": "cuda"})
     config = resolve_config(for_evaluation(raw, device="cpu"))
     assert (config.train.amp, str(config.train.device)) == ("off", "cpu")
+    # and a CPU run whose tasks trained on threads evaluates on the GPU
+    raw = build_config("reptile-omniglot", {"learner.task_threads": 2})
+    config = resolve_config(for_evaluation(raw, device="cuda"))
+    assert (config.learner.task_threads, config.train.device) == (1, "cuda")
     bandit = for_evaluation(build_config("snail-bandit", {"sampler.backend": "ray"}))
     assert bandit["sampler"]["backend"] == "local" and "amp" not in bandit["train"]
 
