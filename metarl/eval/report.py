@@ -84,11 +84,11 @@ def evaluate_run(
 
 
 def compare_runs(first: str | Path, second: str | Path) -> dict[str, Any]:
-    """The paired difference ``first`` minus ``second`` of two evaluations on the same test
-    episodes (:func:`metarl.eval.paired.paired`), each a run folder (its ``eval.json``) or
-    an evaluation file such as ``RUN/eval-5w5s.json``. UsageError unless both hold per-episode
-    scores of the same metric on the same held-out tasks (evaluations keep them since
-    ``metarl compare`` exists)."""
+    """The paired difference ``first`` minus ``second`` of two evaluations on the same
+    held-out tasks (:func:`metarl.eval.paired.paired`), each a run folder (its ``eval.json``)
+    or an evaluation file such as ``RUN/eval-5w5s.json``. UsageError unless both hold
+    per-task scores of the same metric on the same tasks (test episodes, for few-shot runs;
+    evaluations keep them since ``metarl compare`` exists)."""
     reports = []
     for given in (first, second):
         path = Path(given)
