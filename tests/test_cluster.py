@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -59,7 +60,14 @@ def wait_for_nodes(
 
 
 def test_a_job_submitted_to_a_two_node_cluster_writes_its_run_folder(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
+    # the cluster's own token: a clean machine has no ~/.ray/auth_token, and `ray start`
+    # with token authentication makes none
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_worker_niceness": "0",
+    }
     gcs, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{gcs}"
     logs = [tmp_path / "head.log", tmp_path / "worker.log"]
