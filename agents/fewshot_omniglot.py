@@ -609,10 +609,11 @@ class Config:
             self.train.amp,
             "off or bf16 for learner.kind 'reptile'",
         )
+        threads = getattr(self.learner, "task_threads", 1)
         require(  # the tasks' threads split the CPU's cores; on a GPU they only contend
-            getattr(self.learner, "task_threads", 1) == 1 or self.train.torch_device.type == "cpu",
+            threads == 1 or self.train.torch_device.type == "cpu",
             "learner.task_threads",
-            getattr(self.learner, "task_threads", 1),
+            threads,
             "1 on a GPU (its tasks run on CPU threads)",
         )
         adam_reptile = getattr(self.learner, "inner_optimizer", None) == "adam"
