@@ -865,11 +865,11 @@ class FewShotAgent(TrainedClassifier):
         self.precision.load_state_dict(state.get("scaler", {}))
 
     def _validate(self) -> float:
-        """Accuracy on the validation episodes, measured on the CPU on as many threads as
-        Reptile's tasks train on (the same report for any count)."""
+        """Accuracy on the validation episodes, measured on as many threads as Reptile's
+        tasks train on (the same report for any count; more than one only on the CPU,
+        which the config enforces)."""
         ev = self.config.eval
-        threads = getattr(self.config.learner, "task_threads", 1)
-        workers = threads if self.device.type == "cpu" else 1
+        workers = getattr(self.config.learner, "task_threads", 1)
         with torch_threads(1 if workers > 1 else 0):
             report = evaluate_classifier(
                 self.model,
