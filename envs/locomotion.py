@@ -3,8 +3,10 @@ environments: run at a target velocity, or run forward or backward.
 
 The environment's own reward is kept except its forward term: ``reward_forward`` (the
 x-velocity) is replaced by the task's term, −|v − v_goal| for velocity tasks and d·v for
-direction tasks (d = ±1). Control, contact and survival terms stay gymnasium's, so every
-task of a family shares the same costs. Episodes are truncated after ``horizon`` steps.
+direction tasks (d = ±1). Control, contact and survival terms are gymnasium's, with the
+weights of the MAML paper's code where a family sets them (HalfCheetah's control cost
+0.05·Σa², half of gymnasium's), so every task of a family shares the same costs. Episodes
+are truncated after ``horizon`` steps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ FAMILIES = {  # name: (gymnasium id, kind, task range or directions)
     "AntVel": ("Ant-v5", "velocity", (0.0, 3.0)),
     "AntDir": ("Ant-v5", "direction", (-1.0, 1.0)),
 }
+COSTS = {  # gymnasium id: the MAML paper's code's cost weights, where checked (Ant: gymnasium's)
+    "HalfCheetah-v5": {"ctrl_cost_weight": 0.05},
+    "Ant-v5": {},
+}
 
 
 class LocomotionTaskEnv(gym.Env):
@@ -30,7 +36,7 @@ class LocomotionTaskEnv(gym.Env):
     Args:
         family: a key of :data:`FAMILIES`.
         horizon: steps per episode (200 in the paper).
-        **kwargs: passed to ``gymnasium.make`` (e.g. ``render_mode``).
+        **kwargs: passed to ``gymnasium.make`` (e.g. ``render_mode``), over :data:`COSTS`.
 
     A new task is drawn from ``self.np_random`` at every reset, unless one was fixed with
     :meth:`set_task` or passed as ``reset(options={"task": value})``; a task is a target
@@ -42,7 +48,7 @@ class LocomotionTaskEnv(gym.Env):
             raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
         require_positive("LocomotionTaskEnv", "horizon", horizon)
         env_id, self.kind, self.task_range = FAMILIES[family]
-        self.env = gym.make(env_id, max_episode_steps=horizon, **kwargs)
+        self.env = gym.make(env_id, max_episode_steps=horizon, **{**COSTS[env_id], **kwargs})
         self.observation_space, self.action_space = (
             self.env.observation_space,
             self.env.action_space,

@@ -23,6 +23,14 @@ def test_the_task_sets_the_forward_term_and_keeps_the_costs(family, task, expect
     assert reward == pytest.approx(expected(info["x_velocity"], task) + costs)
 
 
+def test_halfcheetah_control_cost_is_the_papers_half_of_gymnasiums():
+    env = LocomotionTaskEnv("HalfCheetahVel", horizon=10)
+    env.reset(seed=0, options={"task": 1.0})
+    action = np.array([1.0, -1.0, 0.5, 0.0, 0.5, 1.0], dtype=np.float32)
+    info = env.step(action)[4]
+    assert info["reward_ctrl"] == pytest.approx(-0.05 * 3.5)  # rllab's 0.5 * 1e-1 * sum(a^2)
+
+
 def test_different_tasks_give_different_rewards_for_the_same_motion():
     env = LocomotionTaskEnv("HalfCheetahVel", horizon=10)
     rewards = []
