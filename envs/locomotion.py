@@ -4,8 +4,8 @@ environments: run at a target velocity, or run forward or backward.
 The environment's own reward is kept except its forward term: ``reward_forward`` (the
 x-velocity) is replaced by the task's term, −|v − v_goal| for velocity tasks and d·v for
 direction tasks (d = ±1). Control, contact and survival terms are gymnasium's, with the
-weights of the MAML paper's code where a family sets them (HalfCheetah's control cost
-0.05·Σa², half of gymnasium's), so every task of a family shares the same costs. Episodes
+weights of the MAML paper's code where :data:`COSTS` sets them (HalfCheetah's control
+cost 0.05·Σa², half of gymnasium's), so every task of a family shares the same costs. Episodes
 are truncated after ``horizon`` steps.
 """
 
