@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
+from metarl.allocator import keep_freed_memory
 from metarl.backbones.config import ModelConfig
 from metarl.config import EvalConfig as BaseEvalConfig
 from metarl.config import SamplerConfig, TrainConfig, require
@@ -111,6 +112,7 @@ class RL2Agent:
         continuous: bool = False,
         init_std: float = 1.0,
     ) -> None:
+        keep_freed_memory()  # PPO on long trials page-faulted its activations back in each time
         self.config = config
         self.device = config.train.torch_device
         torch.manual_seed(config.seed)

@@ -56,3 +56,15 @@ def test_the_fewshot_recipe_keeps_freed_memory_when_its_agent_is_built(omniglot_
     }
     fewshot.FewShotAgent(from_dict(fewshot.Config, raw), progress=False)
     assert calls == ["set"]
+
+
+def test_the_rl2_recipes_keep_freed_memory_when_their_agent_is_built(monkeypatch):
+    import agents.rl2_agent as rl2
+    from metarl.experiment import build_config, resolve_config
+    from metarl.registry import get_recipe
+
+    calls = []
+    monkeypatch.setattr(rl2, "keep_freed_memory", lambda: calls.append("set") or True)
+    config = resolve_config(build_config("lstm-bandit", {"model.hidden_size": 8}))
+    get_recipe(config.agent).build(config).close()
+    assert calls == ["set"]
