@@ -9,9 +9,8 @@ The settings, each in fresh ``metarl train`` processes, alternating:
 - ``huge pages``: ``THP_MEM_ALLOC_ENABLE=1``, torch's switch that aligns its allocations of
   2 MB or more to 2 MB and advises transparent huge pages (the kernel's setting must be
   ``madvise`` or ``always``): up to 512 times fewer faults, each page still zeroed;
-- ``keep freed``: glibc's mmap and trim thresholds at 1 GiB, as
-  ``metarl.allocator.keep_freed_memory`` sets them, here through glibc's environment
-  variables, so that freed blocks are reused without a fault.
+- ``keep freed``: the RL² recipes' default, glibc's mmap and trim thresholds raised by
+  ``metarl.allocator.keep_freed_memory``, so that freed blocks are reused without a fault.
 
 The iterations after the first are timed (``metrics.csv``); the child's user and system CPU
 time and minor faults come from ``wait4``.
@@ -41,15 +40,10 @@ LONG_BANDIT = [
     "ppo.minibatches=2",
     "ppo.normalize_returns=true",
 ]
-GIB = str(1 << 30)
 MODES = {
     "plain": {"METARL_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "0"},
     "huge pages": {"METARL_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "1"},
-    "keep freed": {
-        "THP_MEM_ALLOC_ENABLE": "0",
-        "MALLOC_MMAP_THRESHOLD_": GIB,
-        "MALLOC_TRIM_THRESHOLD_": GIB,
-    },
+    "keep freed": {"METARL_KEEP_FREED_MEMORY": "1", "THP_MEM_ALLOC_ENABLE": "0"},
 }
 
 
