@@ -23,6 +23,7 @@ from metarl.backbones import Conv4
 from metarl.backbones.config import ModelConfig
 from metarl.config import TrainConfig, require, require_positive_ints
 from metarl.errors import UsageError
+from metarl.eval.paired import per_task, task_fingerprint
 from metarl.eval.stats import mean_ci95
 from metarl.fewshot.episodes import EpisodeSampler
 from metarl.fewshot.protocol import FewShotEvalConfig
@@ -140,9 +141,8 @@ class OnlineOmniglotAgent(TrainedClassifier):
         self.schedule.step()
         by_instance = accuracy_by_instance(logits.detach(), batch.support_y, batch.ways)
         if (iteration + 1) % cfg.eval.val_every == 0:
-            self.val_accuracy = self._accuracy(self.images["val"], cfg.eval.val_episodes)[
-                :, 1
-            ].mean()
+            accuracy, _ = self._accuracy(self.images["val"], cfg.eval.val_episodes)
+            self.val_accuracy = accuracy[:, 1].mean()
         return {
             "accuracy": float(by_instance[1:].mean()),
             "accuracy_1st": float(by_instance[0]),
@@ -154,21 +154,25 @@ class OnlineOmniglotAgent(TrainedClassifier):
         }
 
     @torch.no_grad()
-    def _accuracy(self, images: torch.Tensor, episodes: int) -> np.ndarray:
-        """Per-episode accuracy by instance (episodes, instances) on seeded episodes."""
+    def _accuracy(self, images: torch.Tensor, episodes: int) -> tuple[np.ndarray, int]:
+        """Per-episode accuracy by instance (episodes, instances) on seeded episodes, and
+        the episodes' :func:`task_fingerprint` (of their images and labels, in order)."""
         ways = self.config.eval.ways
         sampler = self._sampler(images, ways, "test")
         rng = np.random.default_rng(self.config.eval.seed)
         self.model.eval()
-        rows = []
+        rows, fingerprint = [], 0
         for start in range(0, episodes, 50):
             batch = sampler.sample(rng, min(50, episodes - start))
+            fingerprint = task_fingerprint(
+                batch.support_x.cpu().numpy(), batch.support_y.cpu().numpy(), start=fingerprint
+            )
             logits = self.model(batch.support_x, batch.support_y, ways)
             rows += [
                 accuracy_by_instance(lg[None], y[None], ways).cpu().numpy()
                 for lg, y in zip(logits, batch.support_y, strict=True)
             ]
-        return np.stack(rows)
+        return np.stack(rows), fingerprint
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
         """Accuracy by instance on test episodes; ``value`` is the 2nd instance's."""
@@ -177,8 +181,9 @@ class OnlineOmniglotAgent(TrainedClassifier):
             raise UsageError(
                 f"this model reads at most {self.config.episodes.ways} classes, got {ev.ways}"
             )
-        accuracy = self._accuracy(self.images["test"], episodes)
-        value, ci95 = mean_ci95(accuracy[:, 1]) if instances > 1 else mean_ci95(accuracy[:, 0])
+        accuracy, fingerprint = self._accuracy(self.images["test"], episodes)
+        scores = accuracy[:, 1] if instances > 1 else accuracy[:, 0]
+        value, ci95 = mean_ci95(scores)
         x = [i for i in REPORTED_INSTANCES if i <= instances]
         return {
             "metric": "accuracy",
@@ -195,6 +200,7 @@ class OnlineOmniglotAgent(TrainedClassifier):
                 "agent": [float(accuracy[:, i - 1].mean()) for i in x],
                 "chance": [1.0 / ev.ways] * len(x),
             },
+            **per_task(scores, fingerprint),  # per test episode: metarl compare
         }
 
 

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,6 +8,7 @@ from agents.online_omniglot import Config, OnlineOmniglotAgent, build_model
 from metarl.backbones import MANN, Conv4
 from metarl.backbones.config import ModelConfig
 from metarl.config import TrainConfig
+from metarl.eval.paired import paired
 from metarl.learners.sequence_classifier import (
     SequenceClassifier,
     accuracy_by_instance,
@@ -131,3 +133,9 @@ def test_mann_classifier_beats_chance_within_a_minute(omniglot_data):
     assert report["curve"]["x"] == [1, 2, 3, 4]
     assert before["value"] - before["ci95"] < 1 / 3 < before["value"] + before["ci95"]
     assert report["value"] - report["ci95"] > 0.4, report["value"]
+    # per test episode, for metarl compare: the 2nd-instance accuracies on the same episodes
+    assert len(report["scores"]) == 300
+    assert math.isclose(sum(report["scores"]) / 300, report["value"], abs_tol=1e-5)
+    assert report["tasks_crc32"] == before["tasks_crc32"]
+    gain = paired(np.array(report["scores"]), np.array(before["scores"]), True)
+    assert gain["verdict"] == "better", gain
