@@ -38,13 +38,15 @@ class MazeConfig:
     episodes_per_trial: episodes in one maze per trial.
     max_episode_steps: an episode's step cap (0: 4 * size ** 2).
     step_penalty: reward lost per step; reaching the goal adds 1.
-    view_radius: the agent sees the (2v + 1)-square window of the wall grid around it."""
+    view_radius: the agent sees the (2v + 1)-square window of the wall grid around it.
+    observe_position: the agent also sees which cell it is in (a one-hot)."""
 
     size: int = 5
     episodes_per_trial: int = 2
     max_episode_steps: int = 0
     step_penalty: float = 0.01
     view_radius: int = 2
+    observe_position: bool = False
 
     def __post_init__(self) -> None:
         require(self.size >= 2, "env.size", self.size, "an integer >= 2")
@@ -61,6 +63,7 @@ class MazeConfig:
             "max_episode_steps": self.max_episode_steps or default_max_episode_steps(self.size),
             "step_penalty": self.step_penalty,
             "view_radius": self.view_radius,
+            "observe_position": self.observe_position,
         }
 
 

@@ -17,11 +17,14 @@ terminates when its last episode reaches the goal and is truncated when that one
 steps. Reward: ``-step_penalty`` on every step, plus 1 on the step that reaches the goal.
 
 Actions move one cell: 0 up, 1 right, 2 down, 3 left; a move into a wall leaves the agent in
-place. The agent never sees its position, only a local view: the (2v + 1) x (2v + 1) window of
-the wall grid centred on its square (``v = view_radius``, outside the grid is wall), the same
-window marking the goal's square if it is in sight, and a flag that is 1 in the observation
-of an episode's first step (the agent has just been placed at the start). The observation is
-``[walls (row-major), goal (row-major), first]``, float32 in [0, 1].
+place. The agent sees a local view: the (2v + 1) x (2v + 1) window of the wall grid centred on
+its square (``v = view_radius``, outside the grid is wall), the same window marking the goal's
+square if it is in sight, and a flag that is 1 in the observation of an episode's first step
+(the agent has just been placed at the start). The observation is ``[walls (row-major), goal
+(row-major), first]``, float32 in [0, 1]. With ``observe_position`` a one-hot of the agent's
+cell (``size ** 2`` entries, index ``r * size + c``) comes before the flag, standing in for
+the landmarks by which an agent in a 3-D maze knows where it is: without it, the place of a
+step can only be inferred from the moves and views before it.
 
 Two environments with the same semantics, both stepping one batched core:
 
@@ -301,6 +304,7 @@ class _Trials:
         max_episode_steps: int | None,
         step_penalty: float,
         view_radius: int,
+        observe_position: bool,
     ) -> None:
         self.num = _require_int("num_envs", num, 1)
         self.size = _require_int("size", size, 2)
@@ -312,6 +316,9 @@ class _Trials:
             raise ValueError(f"step_penalty must be a number in [0, 1), got {step_penalty!r}")
         self.step_penalty = float(step_penalty)
         self.view_radius = _require_int("view_radius", view_radius, 1)
+        if not isinstance(observe_position, (bool, np.bool_)):
+            raise ValueError(f"observe_position must be True or False, got {observe_position!r}")
+        self.observe_position = bool(observe_position)
         self.width = (self.size * 2 + 1) ** 2 + 2  # entries of a task row
         side, v = 2 * self.size + 1, self.view_radius
         window = 2 * v + 1
@@ -321,8 +328,9 @@ class _Trials:
         # each square of a window relative to its top-left one
         self._corner = (2 * rows + 1) * self._padded + 2 * cols + 1
         self._window = (np.arange(window)[:, None] * self._padded + np.arange(window)).ravel()
+        cells = self.size**2 if self.observe_position else 0
         self.observation_space = spaces.Box(
-            0.0, 1.0, shape=(2 * window * window + 1,), dtype=np.float32
+            0.0, 1.0, shape=(2 * window * window + cells + 1,), dtype=np.float32
         )
         self._index = np.arange(self.num)
         self._walls = np.ones((self.num, self._padded**2), dtype=np.uint8)
@@ -353,10 +361,11 @@ class _Trials:
         self._first[index] = True
 
     def observe(self) -> np.ndarray:
-        """Observations (num, obs_size): wall window, goal window, first-step flag."""
+        """Observations (num, obs_size): wall window, goal window, the position's one-hot if
+        observed, first-step flag."""
         v = self.view_radius
         area = (2 * v + 1) ** 2
-        obs = np.zeros((self.num, 2 * area + 1), dtype=np.float32)
+        obs = np.zeros((self.num, *self.observation_space.shape), dtype=np.float32)
         squares = (self._index * self._padded**2 + self._corner[self.position])[:, None]
         obs[:, :area] = self._walls.reshape(-1)[squares + self._window]
         # the goal's square relative to the window's top-left one
@@ -365,6 +374,8 @@ class _Trials:
         dy, dx = 2 * (dy - y) + v, 2 * (dx - x) + v
         seen = (dy >= 0) & (dy <= 2 * v) & (dx >= 0) & (dx <= 2 * v)
         obs[self._index[seen], area + dy[seen] * (2 * v + 1) + dx[seen]] = 1.0
+        if self.observe_position:
+            obs[self._index, 2 * area + self.position] = 1.0
         obs[:, -1] = self._first
         return obs
 
@@ -393,6 +404,7 @@ class MazeEnv(gym.Env):
             :func:`default_max_episode_steps` (``4 * size ** 2``).
         step_penalty: reward lost per step, in [0, 1); reaching the goal adds 1.
         view_radius: half-width v of the (2v + 1)-square view of the wall grid, in squares.
+        observe_position: add the one-hot of the agent's cell to the observation.
         render_mode: ``"ansi"`` (text) or ``"rgb_array"`` (8 pixels per grid square).
 
     A new task is drawn from ``self.np_random`` at every reset, unless one was fixed with
@@ -409,6 +421,7 @@ class MazeEnv(gym.Env):
         max_episode_steps: int | None = None,
         step_penalty: float = 0.01,
         view_radius: int = 2,
+        observe_position: bool = False,
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -417,7 +430,13 @@ class MazeEnv(gym.Env):
             )
         self.render_mode = render_mode
         self._trials = _Trials(
-            1, size, episodes_per_trial, max_episode_steps, step_penalty, view_radius
+            1,
+            size,
+            episodes_per_trial,
+            max_episode_steps,
+            step_penalty,
+            view_radius,
+            observe_position,
         )
         self.size = self._trials.size
         self.episodes_per_trial = self._trials.episodes_per_trial
@@ -481,8 +500,8 @@ class MazeVectorEnv(VectorEnv):
 
     Args:
         num_envs: trials stepped at once.
-        size, episodes_per_trial, max_episode_steps, step_penalty, view_radius: as for
-            :class:`MazeEnv`.
+        size, episodes_per_trial, max_episode_steps, step_penalty, view_radius,
+            observe_position: as for :class:`MazeEnv`.
 
     Fresh tasks come from ``self.np_random``, generated ``num_envs`` at a time and handed out
     as trials end: maze generation is batched, so one big batch costs about what a single
@@ -499,9 +518,16 @@ class MazeVectorEnv(VectorEnv):
         max_episode_steps: int | None = None,
         step_penalty: float = 0.01,
         view_radius: int = 2,
+        observe_position: bool = False,
     ) -> None:
         self._trials = _Trials(
-            num_envs, size, episodes_per_trial, max_episode_steps, step_penalty, view_radius
+            num_envs,
+            size,
+            episodes_per_trial,
+            max_episode_steps,
+            step_penalty,
+            view_radius,
+            observe_position,
         )
         self.num_envs, self.size = self._trials.num, self._trials.size
         self.episodes_per_trial = self._trials.episodes_per_trial

@@ -18,21 +18,26 @@ SMALL = {
 }
 
 
-def small_config(backbone: str) -> Config:
+def small_config(backbone: str, observe_position: bool = False) -> Config:
     return Config(
         name=f"{backbone}-maze",
         agent="rl2-maze",
         trials_per_iteration=8,
-        env=MazeConfig(size=3, max_episode_steps=12),
+        env=MazeConfig(size=3, max_episode_steps=12, observe_position=observe_position),
         model=SMALL[backbone],
         sampler=SamplerConfig(shards=2),
         train=TrainConfig(iterations=1),
     )
 
 
-@pytest.mark.parametrize("backbone", ["snail", "lstm", "mann"])
-def test_every_backbone_trains_and_is_measured_on_mazes(backbone):
-    agent = RL2MazeAgent(small_config(backbone))
+@pytest.mark.parametrize(
+    "backbone, observe_position",
+    [("snail", False), ("lstm", False), ("mann", False), ("snail", True)],
+)
+def test_every_backbone_trains_and_is_measured_on_mazes(backbone, observe_position):
+    agent = RL2MazeAgent(small_config(backbone, observe_position))
+    env = agent.worker_kwargs["make_env"](1)
+    assert env.single_observation_space.shape == (51 + 9 * observe_position,)
     metrics = agent.train_iteration(0)
     assert 1 <= metrics["length_episode_1"] <= 12 and 1 <= metrics["length_episode_2"] <= 12
     report = agent.evaluate(20)

@@ -124,6 +124,22 @@ def test_observation_is_the_local_window_goal_and_first_step_flag():
     np.testing.assert_array_equal(obs[25:50].reshape(5, 5), goal)
 
 
+def test_observed_position_is_the_one_hot_of_the_agents_cell_before_the_flag():
+    env = MazeEnv(size=3, episodes_per_trial=2, observe_position=True)
+    obs, _ = env.reset(options={"task": task_from_text(SNAKE)})
+    assert obs.shape == (2 * 25 + 9 + 1,) and env.observation_space.contains(obs)
+    cells = [int(np.flatnonzero(obs[50:59])[0])]
+    for action in SNAKE_PATH:
+        obs, *_ = env.step(action)
+        assert obs[50:59].sum() == 1
+        cells.append(int(np.flatnonzero(obs[50:59])[0]))
+    # the snake visits cells 0 1 2 5 4 3 6 7, then reaches the goal (8) and is put back at 0
+    assert cells == [0, 1, 2, 5, 4, 3, 6, 7, 0] and obs[-1] == 1
+    plain, _ = MazeEnv(size=3).reset(options={"task": task_from_text(SNAKE)})
+    first, _ = env.reset(options={"task": task_from_text(SNAKE)})
+    np.testing.assert_array_equal(np.delete(first, np.s_[50:59]), plain)
+
+
 def test_reaching_the_goal_restarts_the_episode_and_the_trial_ends_after_its_episodes():
     env = MazeEnv(size=3, episodes_per_trial=3)
     env.reset(options={"task": task_from_text(SNAKE)})
@@ -147,12 +163,14 @@ def test_the_cap_cuts_episodes_and_truncates_the_trial():
     assert env.max_trial_steps == 6
 
 
-def test_vector_env_equals_copies_of_single_env_through_autoresets():
+@pytest.mark.parametrize("observe_position", [False, True])
+def test_vector_env_equals_copies_of_single_env_through_autoresets(observe_position):
     """Trials of different lengths: each sub-env restarts on its own next step."""
     rng = np.random.default_rng(0)
     tasks = sample_tasks(rng, 8, 3)
     actions = rng.integers(0, 4, size=(60, 8))
     kwargs = {"size": 3, "max_episode_steps": 6, "view_radius": 1}
+    kwargs["observe_position"] = observe_position
     vec = MazeVectorEnv(8, **kwargs)
     obs, _ = vec.reset(seed=0, options={"tasks": tasks})
     singles = [MazeEnv(**kwargs) for _ in range(8)]
@@ -271,6 +289,7 @@ def test_bad_shapes_actions_and_settings_are_rejected():
         ({"max_episode_steps": 0}, "max_episode_steps"),
         ({"step_penalty": -0.1}, "step_penalty"),
         ({"view_radius": 0}, "view_radius"),
+        ({"observe_position": 1}, "observe_position"),
     ]:
         with pytest.raises(ValueError, match=name):
             MazeVectorEnv(2, **kwargs)
