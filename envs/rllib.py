@@ -109,7 +109,7 @@ def make_bandit_env(env_config: dict[str, Any]) -> RL2Inputs:
 def make_maze_env(env_config: dict[str, Any]) -> RL2Inputs:
     """``metarl-maze``: :class:`MazeEnv` trials (``env_config``: ``size``,
     ``episodes_per_trial``, ``max_episode_steps``, ``step_penalty``, ``view_radius``,
-    optionally ``trial_end_terminates``) with RL² inputs."""
+    ``observe_position``, optionally ``trial_end_terminates``) with RL² inputs."""
     config = dict(env_config)
     terminates = config.pop("trial_end_terminates", True)
     # a step earns 1 - step_penalty or -step_penalty, with step_penalty in [0, 1)
