@@ -143,10 +143,17 @@ class RecurrentActorCritic(nn.Module):
         scale = self.log_std.exp().expand_as(head)
         return Independent(Normal(head, scale, validate_args=False), 1, validate_args=False)
 
-    def forward(self, inputs: Tensor) -> tuple[ActionDistribution, Tensor]:
+    def forward(
+        self, inputs: Tensor, lengths: Tensor | None = None
+    ) -> tuple[ActionDistribution, Tensor]:
         """Action distributions (batch shape (B, T)) and values (B, T) for whole trials
-        (B, T, D)."""
-        features = self.backbone(inputs)
+        (B, T, D); with ``lengths`` (B,), trials that end after that many steps, run by
+        :meth:`SequenceBackbone.forward_ragged` (the outputs after a trial's end are
+        placeholders)."""
+        if lengths is None:
+            features = self.backbone(inputs)
+        else:
+            features = self.backbone.forward_ragged(inputs, lengths)
         return self.distribution(features), self.critic(features).squeeze(-1)
 
     def initial_state(self, batch_size: int, max_len: int) -> object:

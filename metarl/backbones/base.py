@@ -14,8 +14,10 @@ import abc
 import dataclasses
 from typing import Generic, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from metarl.config import require_positive
 
@@ -90,6 +92,23 @@ class SequenceBackbone(nn.Module, abc.ABC, Generic[StateT]):
     def forward(self, x: Tensor) -> Tensor:
         """Features (B, T, output_size) of whole sequences (B, T, input_size)."""
 
+    def forward_ragged(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``forward`` for sequences of which only the first ``lengths[b]`` steps count
+        (trials that ended early, padded to a common T): the batch runs in groups of similar
+        length (:func:`length_groups`), each cut to its longest member, so the padding costs
+        little. Features at counted steps equal ``forward(x)``'s up to rounding (the backbone
+        is causal); later steps hold placeholders."""
+        batch, length = x.shape[:2]
+        counts = lengths.cpu().numpy()
+        order = np.argsort(counts, kind="stable")
+        parts = []
+        for group in length_groups(counts[order]):
+            rows = torch.as_tensor(order[group], device=x.device)
+            span = int(counts[order[group[-1]]])
+            parts.append(F.pad(self(x[rows, :span]), (0, 0, 0, length - span)))
+        inverse = torch.as_tensor(np.argsort(order, kind="stable"), device=x.device)
+        return torch.cat(parts)[inverse]
+
     @abc.abstractmethod
     def initial_state(self, batch_size: int, max_len: int | None = None) -> StateT:
         """Empty memory for ``batch_size`` sequences of at most ``max_len`` steps.
@@ -129,6 +148,33 @@ class SequenceBackbone(nn.Module, abc.ABC, Generic[StateT]):
     def _parameter_like(self) -> Tensor:
         """A parameter, whose dtype and device the state's tensors take."""
         return next(self.parameters())
+
+
+def length_groups(
+    lengths: np.ndarray, step_cost: float = 4.0, group_cost: float = 32.0
+) -> list[np.ndarray]:
+    """Split sequences sorted by ascending length into consecutive groups, each to be run cut
+    to its longest member, minimising the modelled cost Σ max_g · (n_g + step_cost) +
+    group_cost: a group pays its n_g rows for max_g steps, a per-step overhead worth
+    ``step_cost`` rows (a recurrent step's) and a per-call overhead worth ``group_cost``
+    row-steps. Exact by dynamic programming over the cut points; returns index arrays."""
+    lengths = np.asarray(lengths)
+    if np.any(np.diff(lengths) < 0):
+        raise ValueError("length_groups expects lengths sorted in ascending order")
+    count = len(lengths)
+    best = np.zeros(count + 1)
+    cut = np.zeros(count + 1, dtype=int)
+    for end in range(1, count + 1):
+        starts = np.arange(end)
+        costs = best[:end] + lengths[end - 1] * (end - starts + step_cost) + group_cost
+        cut[end] = int(np.argmin(costs))
+        best[end] = costs[cut[end]]
+    groups = []
+    end = count
+    while end > 0:
+        groups.append(np.arange(cut[end], end))
+        end = cut[end]
+    return groups[::-1]
 
 
 def check_backbone(

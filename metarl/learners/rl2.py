@@ -131,8 +131,10 @@ class RL2:
         advantages, returns = gae(
             rewards, batch["values"], batch["dones"], cfg.gamma, cfg.gae_lambda
         )
-        num_trials = mask.shape[0]
+        num_trials, horizon = mask.shape
         size = max(1, num_trials // cfg.minibatches)
+        lengths = mask.sum(1).long()  # a trial's steps are a prefix of the row
+        ragged = bool((lengths < horizon).any())
         stats: dict[str, list[float]] = {
             "policy_loss": [],
             "value_loss": [],
@@ -143,19 +145,29 @@ class RL2:
         for _ in range(cfg.epochs):
             order = torch.randperm(num_trials, generator=generator, device=generator.device)
             for start in range(0, num_trials, size):
-                idx = order[start : start + size]
-                m = mask[idx]
-                dist, values = self.policy(batch["inputs"][idx])
-                logp = dist.log_prob(batch["actions"][idx])
-                adv = advantages[idx]
+                rows = order[start : start + size]
+                # ragged: cut to the minibatch's longest trial, run in groups of like length
+                span = int(lengths[rows].max()) if ragged else horizon
+                mb = {
+                    key: value[rows, :span]
+                    for key, value in (
+                        ("inputs", batch["inputs"]),
+                        ("actions", batch["actions"]),
+                        ("logp", batch["logp"]),
+                        ("advantages", advantages),
+                        ("returns", returns),
+                    )
+                }
+                m = mask[rows, :span]
+                dist, values = self.policy(mb["inputs"], lengths[rows] if ragged else None)
+                logp = dist.log_prob(mb["actions"])
+                adv = mb["advantages"]
                 if cfg.normalize_advantages:
                     mean = masked_mean(adv, m)
                     std = masked_mean((adv - mean) ** 2, m).sqrt()
                     adv = (adv - mean) / (std + 1e-8)
-                policy_loss = -masked_mean(
-                    clipped_surrogate(logp, batch["logp"][idx], adv, cfg.clip), m
-                )
-                value_loss = 0.5 * masked_mean((values - returns[idx]) ** 2, m)
+                policy_loss = -masked_mean(clipped_surrogate(logp, mb["logp"], adv, cfg.clip), m)
+                value_loss = 0.5 * masked_mean((values - mb["returns"]) ** 2, m)
                 entropy = masked_mean(dist.entropy(), m)
                 loss = policy_loss + cfg.value_coef * value_loss - entropy_weight * entropy
                 self.optimizer.zero_grad()
@@ -163,7 +175,7 @@ class RL2:
                 nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
-                    log_ratio = logp - batch["logp"][idx]
+                    log_ratio = logp - mb["logp"]
                     stats["approx_kl"].append(
                         masked_mean(log_ratio.exp() - 1 - log_ratio, m).item()
                     )
