@@ -13,6 +13,7 @@ from metarl.backbones import MANN, SNAIL, LSTMBackbone, SequenceBackbone
 from metarl.backbones.base import length_groups
 from metarl.learners.rl2 import RL2, PPOConfig
 from metarl.policies import RecurrentActorCritic
+from metarl.rollout.worker import Shard
 
 BACKBONES = {
     "lstm": lambda: LSTMBackbone(5, 16, hidden_size=8),
@@ -82,3 +83,69 @@ def test_ppo_update_on_ragged_trials_equals_the_padded_one(monkeypatch) -> None:
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
         assert not torch.equal(a, before) or not before.requires_grad
+
+
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_a_selected_state_steps_on_like_the_rows_it_holds(kind: str) -> None:
+    torch.manual_seed(0)
+    backbone: SequenceBackbone = BACKBONES[kind]()
+    x = torch.randn(4, 7, 5)
+    rows = torch.tensor([3, 1])
+    with torch.no_grad():
+        state = backbone.initial_state(4, 7)
+        for t in range(3):
+            _, state = backbone.step(x[:, t], state)
+        kept = state.select(rows)
+        assert kept.batch_size == 2 and kept.t == 3
+        for t in range(3, 7):
+            full, state = backbone.step(x[:, t], state)
+            part, kept = backbone.step(x[rows, t], kept)
+            torch.testing.assert_close(part, full[rows])
+
+
+class _CountdownTrials:
+    """Trials whose length is the task (an integer of ``reset(options={"tasks"})``); the
+    observation is the steps left, the reward the discrete action taken."""
+
+    max_trial_steps = 16
+
+    def __init__(self, num_envs: int) -> None:
+        import gymnasium as gym
+
+        self.num_envs = num_envs
+        self.single_action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        self.lengths, self.t = np.asarray(options["tasks"]), 0
+        return self._observe(), {}
+
+    def _observe(self) -> np.ndarray:
+        return (self.lengths - self.t)[:, None].astype(np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        done = self.t >= self.lengths
+        return self._observe(), actions.astype(float), done, done, {}
+
+
+def test_the_worker_drops_ended_trials_and_matches_each_trial_run_alone() -> None:
+    """Ten trials of 1-16 steps in one shard, the policy stepping only the running ones once
+    half have ended, equal those trials run one per shard."""
+    from metarl.rollout import RolloutWorker
+
+    torch.manual_seed(0)
+    worker = RolloutWorker(
+        _CountdownTrials,
+        lambda: RecurrentActorCritic(SNAIL(1 + 3 + 2, 16, projection_size=8), 3),
+        deterministic=True,
+    )
+    lengths = np.array([16, 2, 5, 1, 9, 3, 12, 4, 7, 6])
+    (together,) = worker.sample(None, [Shard(0, 10, lengths)])
+    alone = worker.sample(None, [Shard(0, 1, lengths[i : i + 1]) for i in range(10)])
+    np.testing.assert_array_equal(together["mask"].sum(1), lengths)
+    for i, trial in enumerate(alone):
+        steps = lengths[i]
+        for key in ("inputs", "actions", "rewards", "dones"):
+            np.testing.assert_array_equal(together[key][i, :steps], trial[key][0, :steps])
+        for key in ("logp", "values"):
+            np.testing.assert_allclose(together[key][i, :steps], trial[key][0, :steps], atol=1e-5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def input_projection(owner: str, input_size: int, projection_size: int | None) -
 
 
 @dataclasses.dataclass(kw_only=True)
-class BackboneState:
+class BackboneState(abc.ABC):
     """Step-wise memory of a batch of sequences, all at the same step.
 
     Subclasses add the backbone's caches. A state is updated in place by ``step`` (for
@@ -61,6 +61,11 @@ class BackboneState:
             )
         self.t += 1
         return self.t - 1
+
+    @abc.abstractmethod
+    def select(self, rows: Tensor) -> Self:
+        """The state of the sequences ``rows`` (indices into the batch), in that order, to
+        step on with only them: a sampler drops trials that have ended."""
 
 
 StateT = TypeVar("StateT", bound=BackboneState)

@@ -19,6 +19,9 @@ class LSTMState(BackboneState):
     h: Tensor
     c: Tensor
 
+    def select(self, rows: Tensor) -> LSTMState:
+        return dataclasses.replace(self, batch_size=len(rows), h=self.h[:, rows], c=self.c[:, rows])
+
 
 class LSTMBackbone(SequenceBackbone[LSTMState]):
     """An optional linear input projection, then a (stacked) LSTM; features are its last

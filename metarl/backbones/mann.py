@@ -129,6 +129,12 @@ class MANNState(BackboneState):
     least_used: Tensor
     reads: Tensor
 
+    def select(self, rows: Tensor) -> MANNState:
+        tensors = ("h", "c", "memory", "usage", "read_weights", "least_used", "reads")
+        return dataclasses.replace(
+            self, batch_size=len(rows), **{name: getattr(self, name)[rows] for name in tensors}
+        )
+
 
 class MANN(SequenceBackbone[MANNState]):
     """A memory-augmented network as a sequence backbone: features (h_t, r_t).

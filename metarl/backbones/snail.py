@@ -288,6 +288,15 @@ class SNAILState(BackboneState):
 
     caches: list[list[Tensor] | tuple[Tensor, Tensor]]
 
+    def select(self, rows: Tensor) -> SNAILState:
+        caches = [
+            [ring[:, rows] for ring in cache]  # a TC block's rings (dilation, B, 2F)
+            if isinstance(cache, list)
+            else (cache[0][rows], cache[1][rows])  # an attention block's keys and values
+            for cache in self.caches
+        ]
+        return dataclasses.replace(self, batch_size=len(rows), caches=caches)
+
 
 class SNAIL(SequenceBackbone[SNAILState]):
     """SNAIL as a sequence backbone: an optional linear input projection, then TC and

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gymnasium.spaces import Box
 from gymnasium.vector import VectorEnv
+from torch import Tensor
 
 from metarl.devices import torch_threads
 from metarl.policies import RecurrentActorCritic, draw_actions, rl2_inputs
@@ -56,6 +57,15 @@ def concat_batches(batches: list[Batch]) -> Batch:
             widths = [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2) if v.ndim >= 2 else [(0, 0)]
             out[k].append(np.pad(v, widths))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _scatter(values: Tensor, rows: np.ndarray, batch: int) -> np.ndarray:
+    """``values`` of the stepped ``rows`` as a batch-sized array, zero in the other rows
+    (trials that have ended: masked out)."""
+    values = values.cpu().numpy()
+    out = np.zeros((batch, *values.shape[1:]), values.dtype)
+    out[rows] = values
+    return out
 
 
 class RolloutWorker:
@@ -124,24 +134,36 @@ class RolloutWorker:
         prev_rewards = np.zeros(batch)
         prev_dones = np.zeros(batch, dtype=bool)
         alive = np.ones(batch, dtype=bool)
+        running = np.arange(batch)  # the rows the policy steps, in its state's order
         steps: dict[str, list[np.ndarray]] = {
             k: [] for k in ("inputs", "actions", "logp", "values", "rewards", "dones", "mask")
         }
         while alive.any():
+            if alive.sum() <= len(running) // 2:  # step on without the trials that ended
+                kept = np.flatnonzero(alive)
+                state = state.select(torch.as_tensor(np.searchsorted(running, kept)))
+                running = kept
             inputs = rl2_inputs(obs, prev_actions, prev_rewards, prev_dones, width)
-            step_inputs = torch.from_numpy(inputs).to(self.device)
+            step_inputs = torch.from_numpy(inputs[running]).to(self.device)
             dist, values, state = self.policy.step(step_inputs, state)
             actions = draw_actions(dist, generator, self.deterministic)
-            logp = dist.log_prob(actions)
-            actions_np = actions.cpu().numpy()
+            drawn = {
+                key: _scatter(value, running, batch)
+                for key, value in (
+                    ("actions", actions),
+                    ("logp", dist.log_prob(actions)),
+                    ("values", values),
+                )
+            }
+            actions_np = drawn["actions"]
             sent = np.clip(actions_np, space.low, space.high) if continuous else actions_np
             obs, rewards, terminated, truncated, info = env.step(sent)
             trial_end = terminated | truncated
             for key, value in (
                 ("inputs", inputs),
                 ("actions", actions_np),
-                ("logp", logp.cpu().numpy()),
-                ("values", values.cpu().numpy()),
+                ("logp", drawn["logp"]),
+                ("values", drawn["values"]),
                 ("rewards", rewards * alive),
                 ("dones", trial_end & alive),
                 ("mask", alive.copy()),
