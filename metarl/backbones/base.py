@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Generic, Self, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -83,6 +83,9 @@ class SequenceBackbone(nn.Module, abc.ABC, Generic[StateT]):
     input_size: int
     output_size: int
     max_len: int
+    step_cost: ClassVar[float] = 4.0
+    """A training step's fixed cost in sequences' worth of its per-sequence cost, which sets
+    :meth:`forward_ragged`'s groups (one CPU thread: an LSTM's ~4, SNAIL's ~1, MANN's ~60)."""
 
     def __init__(self, input_size: int, max_len: int) -> None:
         """Validate and store the sizes; a subclass sets ``output_size`` once it is built."""
@@ -107,7 +110,7 @@ class SequenceBackbone(nn.Module, abc.ABC, Generic[StateT]):
         counts = lengths.cpu().numpy()
         order = np.argsort(counts, kind="stable")
         parts = []
-        for group in length_groups(counts[order]):
+        for group in length_groups(counts[order], self.step_cost):
             rows = torch.as_tensor(order[group], device=x.device)
             span = int(counts[order[group[-1]]])
             parts.append(F.pad(self(x[rows, :span]), (0, 0, 0, length - span)))

@@ -158,6 +158,8 @@ class MANN(SequenceBackbone[MANNState]):
             seconds from the disk cache after), and it needs a C++ compiler on CPU.
     """
 
+    step_cost = 64.0  # a step is some forty small operations, for one sequence or many
+
     def __init__(
         self,
         input_size: int,

@@ -312,6 +312,8 @@ class SNAIL(SequenceBackbone[SNAILState]):
         projection_size: width of the linear input projection; ``None`` feeds the input as is.
     """
 
+    step_cost = 1.0  # convolutions and attention over the whole sequence at once
+
     def __init__(
         self,
         input_size: int,
