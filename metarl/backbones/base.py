@@ -84,8 +84,9 @@ class SequenceBackbone(nn.Module, abc.ABC, Generic[StateT]):
     output_size: int
     max_len: int
     step_cost: ClassVar[float] = 4.0
-    """A training step's fixed cost in sequences' worth of its per-sequence cost, which sets
-    :meth:`forward_ragged`'s groups (one CPU thread: an LSTM's ~4, SNAIL's ~1, MANN's ~60)."""
+    """The fixed cost of one time step of a training pass, in sequences' worth of its cost
+    per sequence; it sets :meth:`forward_ragged`'s groups (measured on one CPU thread: an
+    LSTM's ~4, SNAIL's ~1, MANN's ~60, whose step is many small operations)."""
 
     def __init__(self, input_size: int, max_len: int) -> None:
         """Validate and store the sizes; a subclass sets ``output_size`` once it is built."""

@@ -121,7 +121,11 @@ class RolloutWorker:
         """Run one trial for each of the shard's tasks; return (B, T) arrays: inputs
         (B, T, D), actions (integers, or (B, T, A) floats unclipped for a Box space), logp,
         values, rewards, dones, mask, and ``success`` where the environment reports
-        ``info["success"]`` (Meta-World's flag, 0 on masked steps); ``returns`` (B,)."""
+        ``info["success"]`` (Meta-World's flag, 0 on masked steps); ``returns`` (B,).
+
+        Once half of the trials the policy steps have ended, it steps on with the others
+        only (:meth:`BackboneState.select`): trials that end early (mazes) cost less. The
+        rows of ended trials hold zeros, masked out."""
         env = self._env(shard.num_tasks)
         space = env.single_action_space
         continuous = isinstance(space, Box)
