@@ -128,16 +128,20 @@ class RL2Agent:
         }
         self.sampler = make_sampler(config.sampler, self.worker_kwargs)
 
-    def train_iteration(self, iteration: int) -> dict[str, float]:
+    def iteration_shards(self, iteration: int) -> list[Shard]:
+        """The shards whose trials iteration number ``iteration`` samples."""
         cfg = self.config
         seeds = shard_seeds(cfg.seed, iteration, cfg.sampler.shards)
         sizes = _split(cfg.trials_per_iteration, cfg.sampler.shards)
-        shards = [Shard(seed, size) for seed, size in zip(seeds, sizes, strict=True)]
+        return [Shard(seed, size) for seed, size in zip(seeds, sizes, strict=True)]
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        shards = self.iteration_shards(iteration)
         batch = concat_batches(self.sampler.sample(on_cpu(self.policy.state_dict()), shards))
         tensors = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
         for key in ("mask", "dones", "rewards"):
             tensors[key] = tensors[key].float()
-        generator = torch.Generator().manual_seed(seeds[0])
+        generator = torch.Generator().manual_seed(shards[0].seed)
         stats = self.learner.update(tensors, generator, iteration)
         return {
             "mean_return": float(batch["returns"].mean()),

@@ -28,8 +28,7 @@ from agents.rl2_agent import RL2Agent
 from metarl import runs
 from metarl.experiment import for_evaluation, resolve_config
 from metarl.registry import get_recipe
-from metarl.rollout import Shard
-from metarl.rollout.worker import concat_batches, shard_seeds
+from metarl.rollout.worker import concat_batches
 
 
 def timed_update(
@@ -54,10 +53,8 @@ def measure(run: Path, repeats: int) -> None:
         checkpoint = runs.load_checkpoint(run)
         agent.load_state_dict(checkpoint["agent"])
         iteration = checkpoint["iteration"]
-        seeds = shard_seeds(config.seed, iteration, config.sampler.shards)
-        size = config.trials_per_iteration // config.sampler.shards
+        shards = agent.iteration_shards(iteration)  # the next iteration's, as training has
         start = time.perf_counter()
-        shards = [Shard(seed, size) for seed in seeds]  # the next iteration's, as training has
         sampled = concat_batches(agent.sampler.sample(agent.policy.state_dict(), shards))
         sampling = time.perf_counter() - start
         batch = {k: torch.as_tensor(v) for k, v in sampled.items()}
