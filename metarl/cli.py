@@ -1,12 +1,15 @@
 """The ``metarl`` command line: ``list``, ``train``, ``sweep``, ``eval`` and ``compare``.
 
 Exit codes: 0 on success, 2 with a one-line message on bad usage, config, checkpoint or
-data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written first).
+data, 1 on a failure during a run, 130 when interrupted (a checkpoint is written first), 141
+(as for SIGPIPE) when the reader of its output goes away first, as ``| head`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from metarl.errors import RunFailed, UsageError
@@ -188,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
+    except BrokenPipeError:  # not an error: the reader had what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second report
+        return 128 + signal.SIGPIPE
     except UsageError as err:
         print(f"metarl: error: {err}", file=sys.stderr)
         return 2

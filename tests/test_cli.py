@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,21 @@ def test_console_script_exit_code_and_no_traceback():
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "unknown experiment 'nope'" in proc.stderr
+
+
+def test_closed_pipe_ends_quietly_with_141():
+    """``metarl list | head -1``: the reader leaving early is no error and prints no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write the child makes fails, as after ``head`` has exited
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "metarl.cli", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == ""
