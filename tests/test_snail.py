@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metarl.backbones import (
     SNAIL,
@@ -210,3 +211,22 @@ def test_build_backbone_makes_a_snail_and_names_valid_kinds_otherwise() -> None:
         ValueError, match="unknown backbone kind 'gru'; valid kinds: lstm, mann, snail"
     ):
         build_backbone("gru", input_size=6, max_len=10)
+
+
+@pytest.mark.parametrize(("dilation", "steps"), [(1, 9), (2, 9), (3, 9), (8, 9), (9, 9), (16, 9)])
+def test_dense_block_is_a_gated_causal_dilated_convolution(dilation: int, steps: int) -> None:
+    """Against ``conv1d`` of kernel 2 on the input padded with ``dilation`` zeros, in float64:
+    output and gradients, on each side of where the lagged tap becomes its own product."""
+    torch.manual_seed(0)
+    block = DenseBlock(3, 2, dilation).double()
+    x = torch.randn(2, steps, 3, dtype=torch.float64, requires_grad=True)
+    kernel = torch.stack([block.weight[:, 4:].T, block.weight[:, :4].T], -1)  # (2F, C, [lag, now])
+    pre = F.conv1d(F.pad(x.transpose(1, 2), (dilation, 0)), kernel, block.bias, dilation=dilation)
+    a, b = pre.transpose(1, 2).chunk(2, dim=-1)
+    expected = torch.cat([x, torch.tanh(a) * torch.sigmoid(b)], dim=-1)
+    out = block(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((out * out).sum(), [x, block.weight, block.bias])
+    ref = torch.autograd.grad((expected * expected).sum(), [x, block.weight, block.bias])
+    for got, want in zip(grads, ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
