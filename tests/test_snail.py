@@ -217,7 +217,6 @@ def test_build_backbone_makes_a_snail_and_names_valid_kinds_otherwise() -> None:
 def test_dense_block_is_a_gated_causal_dilated_convolution(dilation: int, steps: int) -> None:
     """Against ``conv1d`` of kernel 2 on the input padded with ``dilation`` zeros, in float64:
     output and gradients, on each side of where the lagged tap becomes its own product."""
-    torch.manual_seed(0)
     block = DenseBlock(3, 2, dilation).double()
     x = torch.randn(2, steps, 3, dtype=torch.float64, requires_grad=True)
     kernel = torch.stack([block.weight[:, 4:].T, block.weight[:, :4].T], -1)  # (2F, C, [lag, now])

@@ -135,14 +135,11 @@ class DenseBlock(nn.Module):
         """:meth:`forward` of a prefix (B, P, C), and of M alternative next steps (B, M, C)
         each read as step P after that prefix: ((B, P, C + F), (B, M, C + F))."""
         width, steps = 2 * self.filters, x.shape[1]
-        taps = x @ self.weight
-        now, lagged = taps.chunk(2, dim=-1)
-        shifted = F.pad(lagged, (0, 0, self.dilation, 0))[:, :steps]
-        prefix = torch.cat([x, _gated(now + shifted + self.bias)], dim=-1)
         pre = last @ self.weight[:, :width] + self.bias
         if steps >= self.dilation:  # step P's lagged tap: step P - dilation of the prefix
-            pre = pre + lagged[:, steps - self.dilation].unsqueeze(1)
-        return prefix, torch.cat([last, _gated(pre)], dim=-1)
+            lagged = x[:, steps - self.dilation] @ self.weight[:, width:]
+            pre = pre + lagged.unsqueeze(1)
+        return self(x), torch.cat([last, _gated(pre)], dim=-1)
 
     def initial_cache(self, batch_size: int, max_len: int, like: Tensor) -> Tensor:
         """Ring of lagged-tap contributions (dilation, B, 2F); empty if no step reads one."""
